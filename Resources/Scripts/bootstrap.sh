@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Create (or reuse) the virtual environment of a RadTyper checkout and install everything it needs.
+#
+#   bash Resources/Scripts/bootstrap.sh        # used by demo.sh and test.sh
+#
+# Environment: PYTHON (interpreter, default python3, >= 3.10), RADTYPER_VENV (default <repo>/.venv).
+# Installs, in this order: the Debian EGL/Mesa libraries for offscreen VTK rendering (when run as root on
+# Debian/Ubuntu and they are missing), torch==2.13.0 (CPU build; installed first so nothing pulls a CUDA
+# build), then RadTyper itself in editable mode with all extras. A stamp file skips the pip step when
+# pyproject.toml has not changed since the last run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+VENV="${RADTYPER_VENV:-$ROOT/.venv}"
+PY="${PYTHON:-python3}"
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+ensure_system_libs() {
+  # vtk's offscreen rendering loads libEGL + Mesa's EGL/DRI drivers at run time.
+  if ldconfig -p 2>/dev/null | grep -q 'libEGL_mesa.so.0' && ldconfig -p 2>/dev/null | grep -q 'libEGL.so.1' \
+     && ls /usr/lib/x86_64-linux-gnu/dri/swrast_dri.so >/dev/null 2>&1; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing EGL/Mesa libraries for offscreen rendering (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends \
+      libegl1 libegl-mesa0 libgl1 libglx-mesa0 libgl1-mesa-dri libgles2 >/dev/null
+  else
+    log "warning: EGL/Mesa libraries missing and cannot install them (need root + apt-get);"
+    log "         offscreen rendering tests will be skipped"
+  fi
+}
+
+ensure_venv() {
+  if [ ! -x "$VENV/bin/python" ]; then
+    log "creating virtual environment $VENV with $("$PY" --version 2>&1)"
+    "$PY" -m venv "$VENV"
+  fi
+  "$VENV/bin/python" - <<'PYEOF'
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(f"bootstrap: Python >= 3.10 needed, this venv has {sys.version.split()[0]}")
+PYEOF
+}
+
+install_packages() {
+  local stamp="$VENV/.radtyper-install-stamp"
+  local want
+  want="$(cat "$ROOT/pyproject.toml" "$ROOT/Resources/Scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import RadTyperLib" 2>/dev/null; then
+    log "virtual environment up to date ($VENV)"
+    return 0
+  fi
+  log "installing packages into $VENV (first run takes a few minutes)"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+  # torch first, pinned to the CPU build: a plain 'torch' or a newer pin would pull GBs of CUDA packages.
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[all]"
+  echo "$want" > "$stamp"
+}
+
+ensure_system_libs
+ensure_venv
+install_packages
