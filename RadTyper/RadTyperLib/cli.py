@@ -27,7 +27,8 @@ def _looks_like_label_map(path: Path) -> bool:
 
     from .io import read_image
 
-    arr = sitk.GetArrayViewFromImage(read_image(path))
+    image = read_image(path)  # keep a reference: the array view does not own the voxels
+    arr = sitk.GetArrayViewFromImage(image)
     if not np.issubdtype(arr.dtype, np.integer) and np.any(arr != np.round(arr)):
         return False
     values, counts = np.unique(arr, return_counts=True)
