@@ -16,6 +16,8 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, RadTyperError
+from .patient import Patient
+from .summary import lesion_summary
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -36,12 +38,19 @@ def _looks_like_label_map(path: Path) -> bool:
     return bool(values.min() >= 0 and values.size <= 256 and background_first)
 
 
+def _lesion_rows(patient: Patient) -> list[dict]:
+    rows = lesion_summary(patient)
+    for row in rows:
+        row["volume_mm3"] = round(row["volume_mm3"], 3)
+        row["centroid_lps_mm"] = [round(row.pop(f"centroid_{a}_lps_mm"), 3) for a in "xyz"]
+    return rows
+
+
 def describe_file(path: str | Path) -> dict:
     """Describe one file: image geometry, or the lesions of a mask / ``.seg.nrrd``, or a sites table."""
     import SimpleITK as sitk
 
     from .io import is_seg_nrrd, read_image, read_lesions, read_sites_csv
-    from .patient import physical_centroid
 
     p = Path(path)
     if p.suffix.lower() == ".csv":
@@ -62,10 +71,10 @@ def describe_file(path: str | Path) -> dict:
         "direction": [round(v, 6) for v in ref.GetDirection()],
         "pixel_type": ref.GetPixelIDTypeAsString(),
     }
-    arr = sitk.GetArrayViewFromImage(ref)
     if kind == "image":
         from .io import guess_modality
 
+        arr = sitk.GetArrayViewFromImage(ref)
         info.update(
             minimum=float(arr.min()),
             maximum=float(arr.max()),
@@ -73,21 +82,8 @@ def describe_file(path: str | Path) -> dict:
             modality_guess=guess_modality(ref),
         )
     else:
-        voxel_mm3 = float(np.prod(ref.GetSpacing()))
-        info["lesions"] = []
-        for les in lesions:
-            mask = arr == les.label
-            n = int(mask.sum())
-            info["lesions"].append(
-                {
-                    "lesion": les.name,
-                    "label": les.label,
-                    "site": les.site,
-                    "voxels": n,
-                    "volume_mm3": round(n * voxel_mm3, 3),
-                    "centroid_lps_mm": [round(float(c), 3) for c in physical_centroid(mask, ref)],
-                }
-            )
+        patient = Patient(image=ref, labels=ref, lesions=lesions, sources={"lesions": str(p)})
+        info["lesions"] = _lesion_rows(patient)
         info["sites"] = sorted({les.site for les in lesions})
     return info
 
@@ -136,17 +132,7 @@ def describe_patient(args: argparse.Namespace) -> dict:
         "pixel_type": ref.GetPixelIDTypeAsString(),
         "parenchyma": patient.parenchyma is not None,
         "sites": sorted({les.site for les in patient.lesions}),
-        "lesions": [
-            {
-                "lesion": les.name,
-                "label": les.label,
-                "site": les.site,
-                "voxels": patient.voxel_counts()[les.label],
-                "volume_mm3": round(patient.lesion_volume_mm3(les), 3),
-                "centroid_lps_mm": [round(float(c), 3) for c in patient.lesion_centroid_mm(les)],
-            }
-            for les in patient.lesions
-        ],
+        "lesions": _lesion_rows(patient),
     }
 
 

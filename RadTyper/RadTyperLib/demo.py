@@ -19,21 +19,14 @@ Log = Callable[[str], None]
 
 
 def write_lesion_table(patient: Patient, path: Path) -> Path:
-    """CSV with one row per lesion: ``lesion, site, label, voxels, volume_mm3, centroid_{x,y,z}_lps_mm``."""
-    counts = patient.voxel_counts()
-    voxel_mm3 = patient.lesion_volume_mm3(patient.lesions[0]) / counts[patient.lesions[0].label]
+    """CSV with one row per lesion, columns :data:`RadTyperLib.summary.SUMMARY_COLUMNS`."""
+    from .summary import SUMMARY_COLUMNS, lesion_summary
+
     with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(
-            ["lesion", "site", "label", "voxels", "volume_mm3", "centroid_x_lps_mm", "centroid_y_lps_mm",
-             "centroid_z_lps_mm"]
-        )  # fmt: skip
-        for les in patient.lesions:
-            c = patient.lesion_centroid_mm(les)
-            n = counts[les.label]
-            writer.writerow(
-                [les.name, les.site, les.label, n, f"{n * voxel_mm3:.3f}", *(f"{v:.3f}" for v in c)]
-            )
+        writer = csv.DictWriter(fh, fieldnames=list(SUMMARY_COLUMNS))
+        writer.writeheader()
+        for row in lesion_summary(patient):
+            writer.writerow({k: f"{v:.3f}" if isinstance(v, float) else v for k, v in row.items()})
     return path
 
 
