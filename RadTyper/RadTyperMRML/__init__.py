@@ -1,0 +1,35 @@
+"""RadTyperMRML: the bridge between Slicer MRML nodes and RadTyper's core values.
+
+Converts volume, segmentation, model and table nodes to and from SimpleITK images (LPS), lesion lists,
+meshes and pandas DataFrames, with exact geometry (RAS ⇄ LPS, direction, origin, spacing in mm). It imports
+only MRML/VTK classes (never ``slicer.util`` or the application), so it runs inside Slicer and on plain
+CPython with the ``slicer-core`` wheel.
+"""
+
+from .bridge import (
+    SITE_TAG,
+    create_scene,
+    dataframe_to_table,
+    labels_to_segmentation,
+    mesh_to_model,
+    patient_from_nodes,
+    scene_logic,
+    segmentation_to_labels,
+    sitk_to_volume,
+    table_to_dataframe,
+    volume_to_sitk,
+)
+
+__all__ = [
+    "SITE_TAG",
+    "create_scene",
+    "dataframe_to_table",
+    "labels_to_segmentation",
+    "mesh_to_model",
+    "patient_from_nodes",
+    "scene_logic",
+    "segmentation_to_labels",
+    "sitk_to_volume",
+    "table_to_dataframe",
+    "volume_to_sitk",
+]
