@@ -1,0 +1,323 @@
+"""One call for the whole heterogeneity analysis of a per-lesion feature table (CLI ``radtyper heterogeneity``).
+
+Feature choice (``features``):
+
+* a list: exactly these columns;
+* ``"robust"`` (default) with ``robustness`` given (a :class:`~.robust.RobustResult`, a CCC table with a
+  boolean ``robust`` column indexed by feature — as written by :func:`~.robust.ccc_table` — or its CSV):
+  the robust features present in the table, then :func:`~.robust.decorrelate` (one per cluster, |r| ≥ 0.9);
+  with a RobustResult its ``kept`` list is used as it is;
+* ``"robust"`` without robustness information, or ``None``: every numeric ``shape_*``, ``burden_*``,
+  ``region_*``, ``radiomics_*`` column (never ``qc_*``) that is not constant over the table.
+
+Outputs in ``out_dir`` (each written atomically): ``heterogeneity.json`` (everything), ``heterogeneity.csv``
+(one row per patient, plus one per patient × site with ``by="site"``), ``cv.csv`` (patient × site × feature
+CV, long format, with the reason when undefined), ``sampling.csv`` (patient × strategy, plus the pooled
+"cohort" rows), ``recovery_curves.csv`` and ``recovery_curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..errors import InputError
+from ..io import atomic_path
+from .indexes import cosine_distance_matrix, heterogeneity_from_prepared, prepare
+from .robust import RobustResult, decorrelate
+from .sampling import (
+    DEFAULT_KS,
+    RECOVERY_LEVEL,
+    STRATEGIES,
+    curve_table,
+    k_for_recovery,
+    plot_recovery_curves,
+    pool_draws,
+    recovery_curve_draws,
+    saturate_curve_draws,
+    simulate_sampling,
+    summarize,
+)
+
+OUTPUT_FILES: tuple[str, ...] = (
+    "heterogeneity.json",
+    "heterogeneity.csv",
+    "cv.csv",
+    "sampling.csv",
+    "recovery_curves.csv",
+    "recovery_curves.png",
+)
+COHORT = "cohort"
+_MAX_PLOTTED_PATIENTS = 10
+
+
+def read_feature_table(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
+    """A per-lesion feature table from a DataFrame (copied) or a CSV file (ids read as text)."""
+    if isinstance(source, pd.DataFrame):
+        return source.copy()
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"feature table not found: {path}")
+    try:
+        table = pd.read_csv(
+            path,
+            dtype={"lesion": str, "patient": str, "site": str, "modality": str},
+            float_precision="round_trip",
+        )
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path.name}: not a readable CSV table ({exc})") from exc
+    if table.empty:
+        raise InputError(f"{path.name}: the table has no row")
+    return table
+
+
+def _robust_list(robustness: Any) -> tuple[list[str] | None, bool]:
+    """(features flagged robust, already decorrelated?) from the accepted robustness forms."""
+    if robustness is None:
+        return None, False
+    if isinstance(robustness, RobustResult):
+        return list(robustness.kept), True
+    if isinstance(robustness, (str, os.PathLike)):
+        path = Path(robustness)
+        if not path.is_file():
+            raise InputError(f"robustness table not found: {path}")
+        robustness = pd.read_csv(path)
+    if isinstance(robustness, pd.DataFrame):
+        t = robustness.set_index("feature") if "feature" in robustness.columns else robustness
+        if "robust" not in t.columns:
+            raise InputError("robustness table needs a 'robust' column (see ccc_table)")
+        flags = t["robust"].astype(str).str.strip().str.lower().isin(("true", "1", "yes"))
+        return [str(f) for f in t.index[flags]], False
+    raise InputError(
+        f"robustness must be a RobustResult, a CCC table or its CSV, got {type(robustness).__name__}"
+    )
+
+
+def select_features(
+    table: pd.DataFrame, features: str | Sequence[str] | None = "robust", robustness: Any = None
+) -> tuple[list[str] | None, str]:
+    """(feature list or None = default columns, one-line description of the choice)."""
+    if features is None:
+        return (
+            None,
+            "all numeric feature columns (shape_*, burden_*, region_*, radiomics_*), constant ones dropped",
+        )
+    if isinstance(features, str):
+        if features != "robust":
+            raise InputError(f"features must be 'robust', None or a list of columns, got {features!r}")
+        robust, done = _robust_list(robustness)
+        if robust is None:
+            return None, (
+                "all numeric feature columns (shape_*, burden_*, region_*, radiomics_*), constant ones dropped "
+                "(no robustness information given)"
+            )
+        present = [f for f in robust if f in table.columns]
+        if not present:
+            raise InputError("none of the robust features is a column of the feature table")
+        if done:
+            return present, f"robust and non-redundant features given ({len(present)})"
+        kept, _ = decorrelate(table, present)
+        return (
+            kept,
+            f"robust (CCC ≥ 0.8) then one per correlation cluster (|r| ≥ 0.9): {len(kept)} of {len(present)}",
+        )
+    return list(features), f"explicit list ({len(list(features))} features)"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.integer | bool | np.bool_):
+        return bool(obj) if isinstance(obj, bool | np.bool_) else int(obj)
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return None if not np.isfinite(f) else f
+    return obj
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def _index_row(rec: dict[str, Any], site: str) -> dict[str, Any]:
+    keys = (
+        "n_lesions",
+        "status",
+        "reason",
+        "max_tumoral_divergence",
+        "average_tumoral_heterogeneity",
+        "average_pair_distance",
+        "mean_cv",
+        "n_cv_features",
+    )
+    return {"patient": rec["patient"], "site": site, **{k: rec.get(k) for k in keys}}
+
+
+def _cv_rows(rec: dict[str, Any], site: str, features: list[str]) -> list[dict[str, Any]]:
+    notes = rec.get("cv_notes", {})
+    if not rec["cv"]:
+        return [
+            {"patient": rec["patient"], "site": site, "feature": f, "cv": None, "note": rec["reason"]}
+            for f in features
+        ]
+    return [
+        {"patient": rec["patient"], "site": site, "feature": f, "cv": rec["cv"].get(f), "note": notes.get(f)}
+        for f in features
+    ]
+
+
+def heterogeneity_report(
+    features_csv_or_df: str | os.PathLike[str] | pd.DataFrame,
+    out_dir: str | os.PathLike[str],
+    *,
+    by: str | None = None,
+    features: str | Sequence[str] | None = "robust",
+    n_draws: int = 500,
+    seed: int = 0,
+    robustness: Any = None,
+    definition: str = "nxn",
+    cap: bool = True,
+    site_pooling: str = "within",
+    recist_max_total: int | None = None,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, Any]:
+    """Indexes, CV, sampling simulation and recovery curves of every patient → the JSON content (+ ``files``).
+
+    ``by="site"`` adds per-site indexes (every lesion needs a site). Sampling uses one generator per patient
+    seeded from (``seed``, patient id) and draws over the patient's lesions sorted by name, so a patient's
+    sampling results depend neither on the other patients nor on the row order. See the
+    module docstring for ``features``/``robustness`` and :mod:`.sampling` for the simulation options.
+
+    Raises:
+        InputError: unreadable table, unknown columns, missing sites with ``by="site"``, bad options.
+    """
+    if n_draws < 1:
+        raise InputError(f"n_draws must be ≥ 1, got {n_draws}")
+    table = read_feature_table(features_csv_or_df)
+    feats, selection = select_features(table, features, robustness)
+    prep = prepare(table, feats, by=by)
+    records = heterogeneity_from_prepared(prep, by=by, definition=definition)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    sampling_draws, curve_draws = [], []
+    max_n = max(r["n_lesions"] for r in records.values())
+    cohort_ks = [int(k) for k in ks if int(k) <= max_n]
+    for pid, rec in records.items():
+        rows = np.flatnonzero(prep["patients"] == pid)
+        rows = rows[np.argsort(prep["lesions"][rows].astype(str), kind="stable")]  # independent of row order
+        d = cosine_distance_matrix(prep["scaled"][rows])
+        rng = np.random.default_rng([int(seed), zlib.crc32(pid.encode("utf-8"))])
+        sims = simulate_sampling(
+            d,
+            prep["sites"][rows],
+            STRATEGIES,
+            n_draws=n_draws,
+            seed=rng,
+            cap=cap,
+            definition=definition,
+            site_pooling=site_pooling,
+            recist_max_total=recist_max_total,
+        )
+        curves = recovery_curve_draws(d, ks, n_draws=n_draws, seed=rng, cap=cap, definition=definition)
+        sampling_draws.append(sims)
+        curve_draws.append(saturate_curve_draws(curves, cohort_ks, rec["n_lesions"]))
+        curve = curve_table(curves)
+        rec["sampling"] = {s: r.summary() for s, r in sims.items()}
+        rec["recovery_curve"] = curve.to_dict(orient="records")
+        rec["k75"] = k_for_recovery(curve, RECOVERY_LEVEL)
+
+    pooled = pool_draws(sampling_draws)
+    pooled_curve = curve_table(pool_draws(curve_draws))
+    cohort = {
+        "n_patients": len(records),
+        "n_lesions": int(sum(r["n_lesions"] for r in records.values())),
+        "sampling": {s: summarize(s, r.ath, r.mtd, r.n_sampled, r.reason) for s, r in pooled.items()},
+        "recovery_curve": pooled_curve.to_dict(orient="records"),
+        "k75": k_for_recovery(pooled_curve, RECOVERY_LEVEL),
+        "pooling": (
+            "draws of all patients pooled (mean and 2.5–97.5 percentiles); a patient with fewer than k lesions "
+            "contributes all its lesions (100 %)"
+        ),
+    }
+    result: dict[str, Any] = {
+        "radtyper_version": __version__,
+        "method": "Henry et al. 2022 (Sci Rep, doi:10.1038/s41598-022-20931-z): CV, cosine-distance MTD/ATH, sampling simulation",
+        "settings": {
+            "by": by,
+            "ath_definition": definition,
+            "scaling": "min-max to [0, 1] fitted on the whole table",
+            "n_draws": n_draws,
+            "seed": seed,
+            "cap_recovery_at_100": cap,
+            "site_pooling": site_pooling,
+            "recist_max_total": recist_max_total,
+            "ks": [int(k) for k in ks],
+            "recovery_level_percent": RECOVERY_LEVEL,
+        },
+        "feature_selection": selection,
+        "features": prep["features"],
+        "dropped_features": prep["info"]["dropped_features"],
+        "dropped_lesions": prep["info"]["dropped_lesions"],
+        "warnings": prep["info"]["warnings"],
+        "patients": records,
+        "cohort": cohort,
+    }
+
+    index_rows, cv_rows, sampling_rows, curve_rows = [], [], [], []
+    for pid, rec in records.items():
+        index_rows.append(_index_row(rec, "all"))
+        cv_rows += _cv_rows(rec, "all", prep["features"])
+        for site, srec in rec.get("by_site", {}).items():
+            index_rows.append(_index_row(srec, site))
+            cv_rows += _cv_rows(srec, site, prep["features"])
+        for row in rec["recovery_curve"]:
+            curve_rows.append({"patient": pid, **row})
+    for pid, summaries in [*((p, r["sampling"]) for p, r in records.items()), (COHORT, cohort["sampling"])]:
+        for s, summ in summaries.items():
+            flat = {"patient": pid, "strategy": s, "status": summ["status"], "reason": summ["reason"]}
+            flat["mean_lesions_sampled"] = summ["mean_lesions_sampled"]
+            for key, short in (("average_tumoral_heterogeneity", "ath"), ("max_tumoral_divergence", "mtd")):
+                v = summ[key] or {"mean": None, "ci95": [None, None]}
+                flat.update(
+                    {f"{short}_mean": v["mean"], f"{short}_lo": v["ci95"][0], f"{short}_hi": v["ci95"][1]}
+                )
+            sampling_rows.append(flat)
+    for row in cohort["recovery_curve"]:
+        curve_rows.append({"patient": COHORT, **row})
+
+    files = {name: out / name for name in OUTPUT_FILES}
+    _write_csv(pd.DataFrame(index_rows), files["heterogeneity.csv"])
+    _write_csv(pd.DataFrame(cv_rows, columns=["patient", "site", "feature", "cv", "note"]), files["cv.csv"])
+    _write_csv(pd.DataFrame(sampling_rows), files["sampling.csv"])
+    _write_csv(
+        pd.DataFrame(curve_rows, columns=["patient", *pooled_curve.columns]), files["recovery_curves.csv"]
+    )
+    plotted: dict[str, pd.DataFrame] = {}
+    if len(records) <= _MAX_PLOTTED_PATIENTS:
+        plotted.update(
+            {pid: pd.DataFrame(r["recovery_curve"]) for pid, r in records.items() if r["recovery_curve"]}
+        )
+    if len(records) > 1 or not plotted:
+        plotted[COHORT] = pooled_curve
+    plot_recovery_curves(
+        plotted, str(files["recovery_curves.png"]), title="Heterogeneity recovered by random sampling"
+    )
+    result = _jsonable(result)
+    with atomic_path(files["heterogeneity.json"]) as tmp:
+        tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
+    result["files"] = {name: str(p) for name, p in files.items()}
+    return result
