@@ -65,7 +65,7 @@ def test_perturb_mask_equals_brute_force_ball_morphology(spacing, mm):
     rng = np.random.default_rng(3)
     mask = ndi.binary_closing(rng.random((14, 18, 20)) > 0.35, iterations=2)
     mask[0, 5:9, 5:9] = True  # touches the array border: outside counts as background
-    st = _ball_structure(mm, spacing)
+    st = _ball_structure(max(mm, min(spacing)), spacing)  # radius raised to the finest spacing
     expected_e = ndi.binary_erosion(mask, st, border_value=0)
     expected_d = ndi.binary_dilation(mask, st)
     np.testing.assert_array_equal(perturb_mask(mask, spacing, mm, "erode"), expected_e)
@@ -87,6 +87,18 @@ def test_perturb_mask_ball_radius_in_mm():
     # dilation adds no slice along z at 2 mm spacing (the nearest z neighbour is 2 mm away)
     assert di[:, 20, 20].sum() == mask[:, 20, 20].sum() == 7
     assert not di[0].any() and not di[8].any()
+
+
+def test_perturb_mask_on_a_coarse_grid_still_moves_the_surface():
+    """1.5 mm voxels: a 1 mm ball holds no neighbour; the radius becomes 1.5 mm (one in-plane layer)."""
+    spacing = (1.5, 1.5, 2.5)
+    mask = np.zeros((9, 21, 21), bool)
+    mask[2:7, 5:16, 5:16] = True
+    er = perturb_mask(mask, spacing, 1.0, "erode")
+    di = perturb_mask(mask, spacing, 1.0, "dilate")
+    np.testing.assert_array_equal(er[2:7], np.pad(np.ones((5, 9, 9), bool), ((0, 0), (6, 6), (6, 6))))
+    assert di[2:7].sum() == 5 * (13 * 13 - 4)  # one in-plane layer, not the 4 corner columns (2.1 mm)
+    assert not di[1].any() and not er[:2].any()  # 2.5 mm slices: nothing added or removed along z
 
 
 def test_perturb_mask_empty_erosion_and_bad_arguments():

@@ -30,8 +30,48 @@ def write_lesion_table(patient: Patient, path: Path) -> Path:
     return path
 
 
+#: Degrees shown in the reconstruction figures (as the paper's Extended Data Fig. 1c).
+FIGURE_DEGREES: tuple[int, ...] = (1, 2, 5, 10, 15)
+
+
+def write_features_and_reconstructions(patient: Patient, out: Path, log: Log) -> None:
+    """``features.csv`` (313 features + QC per lesion) and one PNG per lesion: surface + reconstructions."""
+    from .features import patient_features
+    from .render import MeshView, render_panels_png
+
+    log("demo: computing SPHARM shape, burden, regional-variation and pyradiomics features")
+    table, results = patient_features(patient, progress=lambda f, m: log(f"  [{f * 100:3.0f} %] {m}"))
+    table.to_csv(out / "features.csv", index=False, float_format="%.8g")
+    write_heterogeneity(table, out / "heterogeneity", log)
+    figures = out / "reconstructions"
+    figures.mkdir()
+    for res in results:
+        color = res.lesion.color or (0.85, 0.55, 0.45)
+        surface = MeshView(*res.shape.surface, color=(0.75, 0.75, 0.75))
+        panels = [[surface]] + [[MeshView(*res.shape.reconstruct(d), color=color)] for d in FIGURE_DEGREES]
+        titles = ["surface"] + [f"L = {d}" for d in FIGURE_DEGREES]
+        render_panels_png(figures / f"{res.lesion.name}.png", panels, titles)
+    log(f"demo: features of {len(table)} lesions, reconstructions at degrees {FIGURE_DEGREES}")
+
+
+def write_heterogeneity(table, out: Path, log: Log) -> None:
+    """The patient's inter-lesion heterogeneity report (Henry et al.) into ``out``."""
+    from .heterogeneity.report import heterogeneity_report
+
+    report = heterogeneity_report(table, out, by="site")
+    rec = next(iter(report["patients"].values()))
+    log(
+        f"demo: heterogeneity of {rec['n_lesions']} lesions: MTD {rec['max_tumoral_divergence']:.3f}, "
+        f"ATH {rec['average_tumoral_heterogeneity']:.3f}"
+    )
+
+
 def run_demo(out_dir: str | os.PathLike[str], *, seed: int = 0, log: Log = print) -> list[Path]:
-    """Generate the demo patient (CT and MR-like) and run the available pipeline; return the written files."""
+    """Generate the demo patient (CT and MR-like) and run the pipeline; return the written files.
+
+    Writes the patient (image.nrrd, image_mr.nrrd, lesions.seg.nrrd, parenchyma.nrrd, sites.csv),
+    lesions.csv, features.csv, reconstructions/<lesion>.png and heterogeneity/ (report files).
+    """
     from .io import write_image, write_patient
     from .phantoms import make_patient
 
@@ -46,6 +86,7 @@ def run_demo(out_dir: str | os.PathLike[str], *, seed: int = 0, log: Log = print
         write_image(mr.image, stage / "image_mr.nrrd")
         write_lesion_table(ct, stage / "lesions.csv")
         log(f"demo: {len(ct.lesions)} lesions at sites {', '.join(sorted({les.site for les in ct.lesions}))}")
+        write_features_and_reconstructions(ct, stage, log)
 
         written = []
         for src in sorted(stage.rglob("*")):

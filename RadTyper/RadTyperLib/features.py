@@ -9,7 +9,7 @@ cohort tables). Names are defined once here and used by the CLI, the Slicer modu
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -115,8 +115,14 @@ def lesion_features(
     return LesionFeatures(les, row, shape, regions)
 
 
-def perturbation_tables(patient: Patient, settings: FeatureSettings | None = None, mm: float = 1.0) -> dict:
-    """Feature tables of every lesion on its original, ``mm``-eroded and ``mm``-dilated mask (Henry et al.).
+def perturbation_tables(
+    patient: Patient,
+    settings: FeatureSettings | None = None,
+    mm: float = 1.0,
+    *,
+    lesions: Sequence[str] | None = None,
+) -> dict:
+    """Feature tables of the lesions (default all) on their original, ``mm``-eroded and ``mm``-dilated masks.
 
     Returns ``{"original" | "eroded" | "dilated": DataFrame}`` in the table column order; the input of
     :func:`RadTyperLib.heterogeneity.robust.robust_features` (Lin's CCC ≥ 0.8 for both perturbations).
@@ -129,6 +135,8 @@ def perturbation_tables(patient: Patient, settings: FeatureSettings | None = Non
         values, _qc, _shape, _regions = _mask_features(p, mask, p.lesion(name), s)
         return values
 
+    if lesions:
+        patient = replace(patient, lesions=[patient.lesion(k) for k in lesions])
     tables = perturbed_feature_tables(patient, compute, mm)
     return {k: t[order_columns(t.columns)] for k, t in tables.items()}
 

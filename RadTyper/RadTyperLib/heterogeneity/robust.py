@@ -71,11 +71,14 @@ def lins_ccc(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -
 def perturb_mask(
     mask_zyx: np.ndarray, spacing_xyz: Sequence[float], mm: float = 1.0, op: str = "erode"
 ) -> np.ndarray:
-    """Erode or dilate a ``[z, y, x]`` mask by a ball of radius ``mm`` (physical units, any spacing).
+    """Erode or dilate a ``[z, y, x]`` mask by a ball of radius ``max(mm, finest spacing)`` (physical units).
 
     Exact Euclidean morphology via distance transforms on the anisotropic grid: a voxel stays after erosion
-    when every voxel centre within ``mm`` of it is in the mask (distance to the background > ``mm``); a
-    voxel joins after dilation when a mask voxel lies within ``mm``. Outside the array counts as background
+    when every voxel centre within the radius is in the mask (distance to the background > radius); a voxel
+    joins after dilation when a mask voxel lies within the radius. Henry et al. perturbed by 1 mm after
+    resampling to 1 mm voxels, i.e. by one 6-connected voxel layer: on a 1 mm grid this is exactly that;
+    on a coarser grid a ball of 1 mm would hold no neighbour and change nothing, so the radius is raised to
+    the finest voxel spacing (one layer in that direction). Outside the array counts as background
     (a lesion cut by the field of view is eroded from that side too). An erosion that removes every voxel
     returns an *empty* mask: the caller flags the lesion (see :func:`perturbed_feature_tables`).
     """
@@ -94,6 +97,7 @@ def perturb_mask(
     from scipy import ndimage as ndi
 
     sampling = spacing[::-1]
+    mm = max(mm, min(spacing))  # see the docstring: a perturbation must move the surface by ≥ 1 voxel
     margin = np.array([math.ceil(mm / s) + 1 for s in sampling])
     idx = np.argwhere(mask)
     lo = idx.min(axis=0) - margin
