@@ -511,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="generate the embedded demo patient and run the whole pipeline on it",
-        description="Generate the synthetic demo patient (CT and MR-like, 7 lesions at 4 sites) and run "
+        description="Generate the synthetic demo patient (CT and MR-like; lesions of six shapes at four sites) and run "
         "every available analysis on it, writing images, segmentation, tables and figures into DIR.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
