@@ -479,3 +479,27 @@ def test_iith_report_files(cohort, tmp_path):
     assert np.allclose(ref.means, res.reference.means, rtol=1e-12) and np.allclose(ref.sds, res.reference.sds)
     with pytest.raises(InputError, match="not found"):
         iith_report(tmp_path / "nope.csv", out)
+
+
+def test_single_new_lesion_scored_against_a_saved_reference(tmp_path):
+    """CLI: a cohort run saves a reference; one new lesion then gets its HI and nearest class from it."""
+    import subprocess
+    import sys
+
+    table, _ = _planted_cohort()
+    table.to_csv(tmp_path / "cohort.csv", index=False)
+    cohort = iith_report(table, tmp_path / "cohort")
+    ref = IITHReference.load(tmp_path / "cohort" / "iith_reference.json")
+    one = table.iloc[[3]]
+    one.to_csv(tmp_path / "one.csv", index=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "RadTyperLib.cli", "iith", "--features", str(tmp_path / "one.csv"),
+         "--out", str(tmp_path / "one"), "--reference", str(tmp_path / "cohort" / "iith_reference.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    scored = pd.read_csv(tmp_path / "one" / "iith.csv")
+    cohort_rows = pd.read_csv(tmp_path / "cohort" / "iith.csv")
+    expected = cohort_rows.loc[cohort_rows["lesion"] == one["lesion"].iloc[0], "hi"].iloc[0]
+    assert scored.loc[0, "hi"] == pytest.approx(expected, abs=1e-6)  # same HI as in its cohort run
+    assert scored.loc[0, "iith"] in ("high", "low") and ref.cluster_hi and cohort["cluster_sizes"]

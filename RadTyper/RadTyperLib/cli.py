@@ -330,9 +330,20 @@ def cmd_heterogeneity(args: argparse.Namespace) -> int:
 
 def cmd_iith(args: argparse.Namespace) -> int:
     """``radtyper iith --features CSV --out DIR``."""
-    from .iith import iith_report
+    from .iith import IITHReference, iith_report, score_with_reference
+    from .io import atomic_path
 
-    report = iith_report(_read_table(args.features), args.out, K=args.k, sigma=args.sigma, t=args.t)
+    table = _read_table(args.features)
+    if args.reference:
+        scores = score_with_reference(table, IITHReference.load(args.reference))
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "iith.csv") as tmp:
+            scores.to_csv(tmp, index=False, float_format="%.10g")
+        for _, r in scores.iterrows():
+            print(f"iith: lesion '{r['lesion']}': HI {r['hi']:.3f} ({r['iith'] or 'no class'})")
+        return 0
+    report = iith_report(table, args.out, K=args.k, sigma=args.sigma, t=args.t)
     sizes = report.get("cluster_sizes", {})
     print(f"iith: clusters {sizes} → {args.out}")
     return 0
@@ -489,11 +500,19 @@ def build_parser() -> argparse.ArgumentParser:
         "spectral clustering into high/low IITH, and the heterogeneity index HI per lesion. Writes "
         "iith.csv, iith.json, iith_reference.json (to score new lesions) and iith_fused.png into DIR.",
     )
-    p.add_argument("--features", required=True, metavar="CSV", help="per-lesion feature table (≥ 14 lesions)")
+    p.add_argument(
+        "--features", required=True, metavar="CSV", help="per-lesion feature table (≥ 14 lesions to cluster)"
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--k", type=int, default=13, help="SNF neighbours K (default 13)")
     p.add_argument("--sigma", type=float, default=0.4, help="SNF affinity σ (default 0.4)")
     p.add_argument("--t", type=int, default=20, help="SNF iterations (default 20)")
+    p.add_argument(
+        "--reference",
+        metavar="JSON",
+        help="iith_reference.json of an earlier cohort run: score these lesions (any number, even one) "
+        "against it instead of clustering; writes iith.csv (patient, lesion, hi, iith)",
+    )
     p.set_defaults(handler=cmd_iith)
 
     p = sub.add_parser(

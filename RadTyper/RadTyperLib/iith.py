@@ -28,9 +28,12 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from . import __version__
 from .errors import InputError
@@ -532,6 +535,28 @@ class IITHResult:
         """Number of lesions per cluster."""
         labels = np.asarray(self.table["cluster"])
         return {int(c): int(np.sum(labels == c)) for c in sorted(set(labels.tolist()))}
+
+
+def score_with_reference(table: pd.DataFrame, reference: IITHReference) -> pd.DataFrame:
+    """HI of new lesions relative to a saved reference cohort, and their nearest IITH class.
+
+    Returns columns ``patient``, ``lesion``, ``hi`` and ``iith``: "high" or "low" by the nearer of the
+    reference clusters' mean HIs (midpoint rule; documented approximation of re-running SNF with the new
+    lesion, which a single lesion cannot do). ``iith`` is empty when the reference has no cluster HIs.
+    """
+    import pandas as pd
+
+    high, low = reference.cluster_hi.get("high"), reference.cluster_hi.get("low")
+    rows = []
+    for _, row in table.iterrows():
+        hi = hi_from_reference(row, reference)
+        label = ""
+        if high is not None and low is not None:
+            label = "high" if abs(hi - high) <= abs(hi - low) else "low"
+        rows.append(
+            {"patient": row.get("patient", ""), "lesion": row.get("lesion", ""), "hi": hi, "iith": label}
+        )
+    return pd.DataFrame(rows, columns=["patient", "lesion", "hi", "iith"])
 
 
 def _require_radiomics(table: Any, source: str) -> dict[str, HeterogeneityFeature]:
