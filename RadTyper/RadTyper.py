@@ -1,11 +1,13 @@
-"""RadTyper: per-lesion measurements of a patient with several lesions, written to a table.
+"""RadTyper: per-lesion features, inter-lesion heterogeneity, SPHARM reconstructions, margin shells and subtype.
 
-Thin Slicer front end: the numerics live in ``RadTyperLib`` (no Slicer imports) and the MRML ⇄ core
-conversions in ``RadTyperMRML.bridge``. Both, and every package that is not bundled with Slicer, are
-imported inside the functions that use them, never at module scope.
+Thin Slicer front end in the style of the scripted-module template and KitwareMedical/SlicerNNUnet: this file
+holds the module, its parameter node, a thin widget, the logic entry points and the self-test. The panel's
+behaviour is in ``RadTyperSlicerLib`` (Slicer-side), the MRML logic in ``RadTyperMRML`` (Qt-free, tested with
+plain pytest) and all numerics in ``RadTyperLib``. Those packages, and every package not bundled with Slicer,
+are imported inside the functions that use them, never at module scope.
 """
 
-import logging
+import pathlib
 from typing import Annotated
 
 import slicer
@@ -13,7 +15,7 @@ import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -39,88 +41,35 @@ class RadTyper(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["The RadTyper developers"]
         self.parent.helpText = _("""
-RadTyper characterises every lesion of a patient (shape, margin, radiomics) and the heterogeneity between
-lesions, toward imaging subtypes.
-<p>What this version does: for the selected volume and lesion segmentation (one segment per lesion),
-<b>Compute</b> writes a table with one row per lesion: its name, anatomical site (set in the RadTyper Lesions
-module), volume in mm³ and centroid (LPS patient coordinates in mm, as in the radtyper command-line tables).
-The optional parenchyma segmentation is checked against the volume but not used yet. SPHARM shape,
-margin-shell and radiomics features come in later versions; the SPHARM degree setting is disabled until
-then.</p>
-<p>The first <b>Compute</b> offers to install the Python packages RadTyper needs.</p>
+RadTyper characterises every lesion of a patient (SPHARM shape, margin shells, radiomics) and the
+heterogeneity between the lesions, toward imaging subtypes.
+<p><b>Compute</b> analyses the selected lesion segmentation (one segment per lesion, prepared in
+<i>RadTyper Lesions</i>) in a background process (progress bar, <b>Cancel</b>): a table with one row per
+lesion (313 features + radiomics + QC), one row per patient (maximal tumoral divergence, average tumoral
+heterogeneity, feature CV; IITH when a cohort reference is given), each lesion's SPHARM reconstruction in
+the 3D view and as an outline in the slice views (the degree slider re-renders it), the original surfaces,
+and the margin shells TC / TIM / PM5 / PM10 as segments. The recovery curve is shown with the Plots module.
+The lesion segmentation itself is never modified.</p>
+<p><b>Subtype</b>: a model bundle (the one shipped with RadTyper is selected at start) predicts the patient's
+imaging subtype and its probabilities, shown here and in the corner of the slice views with the model's
+provenance.</p>
+<p>Try it on the <i>RadTyper demo patient</i> of the Sample Data module. The first <b>Compute</b> offers to
+install the Python packages RadTyper needs.</p>
 See the <a href="https://github.com/radtyper/SlicerRadTyper">project page</a>.
 """)
         self.parent.acknowledgementText = _("""
 RadTyper is developed by the RadTyper developers and released under the Apache License 2.0.
 Its module layout follows the 3D Slicer scripted-module template by Jean-Christophe Fillion-Robin (Kitware),
-Andras Lasso (PerkLab) and Steve Pieper (Isomics).
+Andras Lasso (PerkLab) and Steve Pieper (Isomics), and KitwareMedical/SlicerNNUnet.
 """)
+        slicer.app.connect("startupCompleted()", registerSampleData)
 
 
-#
-# Python package dependencies
-#
+def registerSampleData():
+    """Add the RadTyper demo patient to the Sample Data module (generated locally on first use)."""
+    from RadTyperSlicerLib.DemoData import registerSampleData as register
 
-
-def installPythonRequirements(requirementsPath: str, requester: str = "RadTyper") -> None:
-    """Make sure the packages listed in ``requirementsPath`` are installed, asking the user first.
-
-    Call it where the packages are first needed (an Apply button), never at import time or in a constructor.
-    On Slicer ≥ 5.12 this is ``slicer.packaging.pip_ensure`` (which skips installs under ``--testing``);
-    on older Slicer it asks with a dialog and runs ``slicer.util.pip_install``.
-
-    torch is never installed here: it will come from the PyTorch extension (``PyTorchUtils``) when a module
-    needs it, so that the CUDA/CPU build matches the machine.
-
-    Raises:
-        RuntimeError: the user declined the installation.
-    """
-    try:
-        from slicer import packaging
-    except ImportError:  # Slicer < 5.12
-        _installPythonRequirementsWithPip(requirementsPath, requester)
-        return
-    packaging.pip_ensure(packaging.load_requirements(requirementsPath), requester=requester)
-
-
-def missingPythonRequirements(requirementsPath: str) -> list[str]:
-    """Requirement lines of ``requirementsPath`` whose distribution is not installed (no version check)."""
-    import importlib.metadata
-    import re
-
-    missing = []
-    with open(requirementsPath, encoding="utf-8") as f:
-        for raw in f:
-            line = raw.split("#", 1)[0].strip()
-            if not line or line.startswith("-"):
-                continue
-            name = re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]
-            try:
-                importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(line)
-    return missing
-
-
-def _installPythonRequirementsWithPip(requirementsPath: str, requester: str) -> None:
-    """Fallback for Slicer without ``slicer.packaging``: confirm, then ``slicer.util.pip_install``."""
-    missing = missingPythonRequirements(requirementsPath)
-    if not missing:
-        return
-    if slicer.app.testingEnabled():
-        logging.info(f"Testing mode is enabled: not installing {', '.join(missing)}")
-        return
-    message = _(
-        "{requester} needs {count} Python package(s) that are not installed yet.\n\n"
-        "This will modify Slicer's Python environment. Continue?"
-    ).format(requester=requester, count=len(missing))
-    if not slicer.util.confirmOkCancelDisplay(
-        message,
-        _("{requester} - Install Python Packages").format(requester=requester),
-        detailedText="\n".join(missing),
-    ):
-        raise RuntimeError("User declined package installation")
-    slicer.util.pip_install(missing)
+    register()
 
 
 #
@@ -131,20 +80,48 @@ def _installPythonRequirementsWithPip(requirementsPath: str, requester: str) -> 
 @parameterNodeWrapper
 class RadTyperParameterNode:
     """
-    The parameters of the RadTyper module.
+    Every setting of the RadTyper module (saved with the scene).
 
     inputVolume - The image (CT or MR) the lesions were drawn on.
-    inputSegmentation - One segment per lesion.
-    parenchymaSegmentation - Optional organ tissue (e.g. lung) around the lesions, for margin-shell features.
-    outputTable - Receives one row per lesion.
-    spharmDegree - Maximum degree of the SPHARM expansion (used once SPHARM features are computed).
+    inputSegmentation - One segment per lesion (only read).
+    parenchymaSegmentation - Optional organ tissue (e.g. lung) for the margin shells; empty = automatic.
+    modality - auto, CT, MR or PET.
+    spharmDegree - Maximal SPHARM degree of the shape features.
+    regionMode - Margin shells per axial slice (2d, as the paper) or in 3-D.
+    computeRadiomics - Add the pyradiomics features.
+    keepGoing - A lesion that fails gets an empty row instead of stopping the analysis.
+    runInBackground - Compute in a background process (the GUI stays responsive).
+    iithReference - Optional iith_reference.json of a cohort (HI per lesion).
+    lesionTable, patientTable - The result tables (filled by Compute).
+    reconstructionDegree - Degree of the SPHARM reconstructions shown.
+    showReconstruction, showSliceOutlines, showOriginalSurface - What the views show of the lesions.
+    showShellTC, showShellTIM, showShellPM5, showShellPM10 - Margin shells shown.
+    subtypeBundle - Folder of the subtype model bundle.
+    showSubtypeInViews - Write the predicted subtype in the slice views.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
     parenchymaSegmentation: vtkMRMLSegmentationNode
-    outputTable: vtkMRMLTableNode
+    modality: Annotated[str, Choice(["auto", "CT", "MR", "PET"])] = "auto"
     spharmDegree: Annotated[int, WithinRange(1, 15)] = 15
+    regionMode: Annotated[str, Choice(["2d", "3d"])] = "2d"
+    computeRadiomics: bool = True
+    keepGoing: bool = True
+    runInBackground: bool = True
+    iithReference: pathlib.Path
+    lesionTable: vtkMRMLTableNode
+    patientTable: vtkMRMLTableNode
+    reconstructionDegree: Annotated[int, WithinRange(1, 15)] = 15
+    showReconstruction: bool = True
+    showSliceOutlines: bool = True
+    showOriginalSurface: bool = False
+    showShellTC: bool = True
+    showShellTIM: bool = True
+    showShellPM5: bool = False
+    showShellPM10: bool = False
+    subtypeBundle: pathlib.Path
+    showSubtypeInViews: bool = True
 
 
 #
@@ -153,39 +130,37 @@ class RadTyperParameterNode:
 
 
 class RadTyperWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Uses ScriptedLoadableModuleWidget base class, available at:
-    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
-    """
+    """Loads the .ui, binds it to the parameter node and hands the events to ``RadTyperSlicerLib``."""
 
     def __init__(self, parent=None) -> None:
-        """Called when the user opens the module the first time and the widget is initialized."""
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
         self.logic = None
+        self.panel = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._requirementsChecked = False
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
-        ScriptedLoadableModuleWidget.setup(self)
+        from RadTyperSlicerLib.AnalysisWidget import AnalysisWidget
 
+        ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/RadTyper.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = RadTyperLogic()
+        self.panel = AnalysisWidget(self.ui, self.logic, self.resourcePath)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
-        self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
-
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
+        if self.panel:
+            self.panel.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -197,7 +172,7 @@ class RadTyperWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.panel.updateGui)
 
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed."""
@@ -209,55 +184,20 @@ class RadTyperWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        """Ensure parameter node exists and observed; preselect the first volume and segmentation."""
+        """Parameter node of the scene; first volume/segmentation, their parenchyma and the shipped model."""
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
-        if not self._parameterNode.inputSegmentation:
-            firstSegmentationNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
-            if firstSegmentationNode:
-                self._parameterNode.inputSegmentation = firstSegmentationNode
+        self.logic.setDefaultParameters(self._parameterNode)
 
-    def setParameterNode(self, inputParameterNode: RadTyperParameterNode | None) -> None:
+    def setParameterNode(self, inputParameterNode) -> None:
         """Set and observe the parameter node; widgets are bound by their SlicerParameterName property."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.panel.updateGui)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-
-    def _checkCanApply(self, caller=None, event=None) -> None:
-        if self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.inputSegmentation:
-            self.ui.applyButton.toolTip = _("Compute the lesion table")
-            self.ui.applyButton.enabled = True
-        else:
-            self.ui.applyButton.toolTip = _("Select the input volume and the lesion segmentation")
-            self.ui.applyButton.enabled = False
-
-    def onApplyButton(self) -> None:
-        """Compute the lesion table when the user clicks "Compute"."""
-        with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages RadTyper needs.")):
-            self._ensurePythonRequirements()
-        with slicer.util.tryWithErrorDisplay(_("Failed to compute the lesion table."), waitCursor=True):
-            parameters = self._parameterNode
-            parameters.outputTable = self.logic.summarize(
-                parameters.inputVolume,
-                parameters.inputSegmentation,
-                parenchymaNode=parameters.parenchymaSegmentation,
-                outputTable=parameters.outputTable,  # None: a new table is created
-            )
-            self.logic.showTable(parameters.outputTable)
-
-    def _ensurePythonRequirements(self) -> None:
-        """Install the module's requirements once per session, at the first Compute (asks the user first)."""
-        if not self._requirementsChecked:
-            installPythonRequirements(self.resourcePath("requirements.txt"), requester="RadTyper")
-            self._requirementsChecked = True
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.panel.updateGui)
+        self.panel.setParameterNode(self._parameterNode)
 
 
 #
@@ -266,70 +206,135 @@ class RadTyperWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class RadTyperLogic(ScriptedLoadableModuleLogic):
-    """Computations of the RadTyper module, usable without the GUI (Python console, tests, batch scripts).
+    """Entry points of the module, usable without the GUI (Python console, tests, batch scripts).
 
-    It converts MRML nodes to core values with ``RadTyperMRML.bridge``, computes with ``RadTyperLib`` and
-    writes the results back to MRML nodes.
+    Each method maps the parameter node to ``RadTyperMRML.analysis_logic.AnalysisLogic`` (Qt-free); all
+    computation happens there and in ``RadTyperLib``.
     """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self._analysis = None
 
     def getParameterNode(self):
         return RadTyperParameterNode(super().getParameterNode())
 
-    def summarize(
-        self,
-        volumeNode: vtkMRMLScalarVolumeNode,
-        segmentationNode: vtkMRMLSegmentationNode,
-        parenchymaNode: vtkMRMLSegmentationNode | None = None,
-        outputTable: vtkMRMLTableNode | None = None,
-    ) -> vtkMRMLTableNode:
-        """Write one row per lesion (``RadTyperLib.summary.SUMMARY_COLUMNS``) to a table node; return it.
+    @property
+    def analysis(self):
+        """The Qt-free analysis logic."""
+        if self._analysis is None:
+            from RadTyperMRML.analysis_logic import AnalysisLogic
 
-        :param volumeNode: image the lesions were drawn on.
-        :param segmentationNode: one segment per lesion; the site is the segment tag ``RadTyper.Site``
-            (set in the RadTyper Lesions module).
-        :param parenchymaNode: optional organ-tissue segmentation on the same image.
-        :param outputTable: table to overwrite; a new table node is created when None.
-        :raises ValueError: a required input is missing.
-        :raises RadTyperLib.errors.RadTyperError: unusable inputs (the message names the lesion and problem).
-        """
-        if not volumeNode or not segmentationNode:
-            raise ValueError("Input volume or lesion segmentation is missing")
+            self._analysis = AnalysisLogic()
+        return self._analysis
 
-        import pandas as pd
+    def setDefaultParameters(self, parameters) -> None:
+        """First volume and segmentation of the scene, the segmentation's parenchyma, the shipped model."""
+        from RadTyperMRML.lesions_logic import LesionsLogic
 
-        from RadTyperLib.summary import SUMMARY_COLUMNS, lesion_summary
-        from RadTyperMRML.bridge import dataframe_to_table, patient_from_nodes
-
-        patient = patient_from_nodes(volumeNode, segmentationNode, parenchyma_node=parenchymaNode)
-        rows = lesion_summary(patient)
-        table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-        scene = volumeNode.GetScene()
-        tableNode = dataframe_to_table(
-            table, scene, scene.GenerateUniqueName("RadTyper lesions"), node=outputTable
-        )
-        logging.info(
-            f"RadTyper: {len(rows)} lesion(s) of '{volumeNode.GetName()}' written to '{tableNode.GetName()}'"
-        )
-        return tableNode
+        if not parameters.inputVolume:
+            parameters.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not parameters.inputSegmentation:
+            parameters.inputSegmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        if parameters.inputSegmentation and not parameters.parenchymaSegmentation:
+            parameters.parenchymaSegmentation = LesionsLogic.parenchyma_of(parameters.inputSegmentation)
+        if str(parameters.subtypeBundle) in ("", "."):
+            bundle = self.analysis.default_bundle_path()
+            if bundle is not None:
+                parameters.subtypeBundle = bundle
 
     @staticmethod
-    def showTable(tableNode: vtkMRMLTableNode) -> None:
-        """Show ``tableNode`` in a layout that has a table view."""
-        layoutManager = slicer.app.layoutManager()
-        if layoutManager is None:  # no main window (e.g. --no-main-window)
-            return
-        tableLayouts = (
-            slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView,
-            slicer.vtkMRMLLayoutNode.SlicerLayout3DTableView,
-            slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpPlotTableView,
+    def featureSettings(parameters):
+        from RadTyperLib.features import FeatureSettings
+
+        return FeatureSettings(
+            degree=int(parameters.spharmDegree),
+            region_mode=parameters.regionMode,
+            radiomics=bool(parameters.computeRadiomics),
         )
-        if layoutManager.layout not in tableLayouts:
-            layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
-        slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(tableNode.GetID())
-        slicer.app.applicationLogic().PropagateTableSelection()
+
+    @staticmethod
+    def _path(value) -> str | None:
+        return None if value is None or str(value) in ("", ".") else str(value)
+
+    def compute(self, parameters, *, lesions=None, progress=None, shouldCancel=None):
+        """Run the analysis in this process; the result tables go into the parameter node."""
+        outputs = self.analysis.compute(
+            parameters.inputVolume,
+            parameters.inputSegmentation,
+            parameters.parenchymaSegmentation,
+            settings=self.featureSettings(parameters),
+            modality=parameters.modality,
+            lesions=lesions,
+            keep_going=parameters.keepGoing,
+            iith_reference=self._path(parameters.iithReference),
+            progress=progress,
+            should_cancel=shouldCancel,
+        )
+        return self._adopt(parameters, outputs)
+
+    def startJob(self, parameters, *, lesions=None, python=None):
+        """Start the analysis in a background process (``RadTyperLib.jobs.BackgroundJob``)."""
+        return self.analysis.start_job(
+            parameters.inputVolume,
+            parameters.inputSegmentation,
+            parameters.parenchymaSegmentation,
+            settings=self.featureSettings(parameters),
+            modality=parameters.modality,
+            lesions=lesions,
+            keep_going=parameters.keepGoing,
+            python=python,
+        )
+
+    def loadJob(self, parameters, resultDir):
+        """Show the results of a finished background analysis."""
+        outputs = self.analysis.load_results(
+            resultDir,
+            parameters.inputVolume,
+            parameters.inputSegmentation,
+            iith_reference=self._path(parameters.iithReference),
+            degree=parameters.reconstructionDegree,
+        )
+        return self._adopt(parameters, outputs)
+
+    def _adopt(self, parameters, outputs):
+        parameters.lesionTable = outputs.lesion_table
+        parameters.patientTable = outputs.patient_table
+        self.applyDisplay(parameters)
+        return outputs
+
+    def applyDisplay(self, parameters) -> None:
+        """Reconstruction degree and the visibility of reconstructions, outlines, surfaces and shells."""
+        segmentation = parameters.inputSegmentation
+        self.analysis.set_reconstruction_degree(segmentation, parameters.reconstructionDegree)
+        self.analysis.set_models_visibility(
+            segmentation,
+            reconstruction=parameters.showReconstruction,
+            surface=parameters.showOriginalSurface,
+            slice_outlines=parameters.showSliceOutlines,
+        )
+        for shell in ("TC", "TIM", "PM5", "PM10"):
+            self.analysis.set_shell_visibility(segmentation, shell, getattr(parameters, f"showShell{shell}"))
+
+    def predictSubtype(self, parameters):
+        """Predict the subtype with the selected bundle from the lesion table; shown in the scene."""
+        return self.analysis.predict_subtype(
+            self._path(parameters.subtypeBundle),
+            parameters.lesionTable,
+            segmentation_node=parameters.inputSegmentation,
+        )
+
+    def exportTables(self, parameters, path) -> list:
+        """Write the lesion table to ``path`` and the patient table beside it (``<name>_patient.csv``)."""
+        out = pathlib.Path(path)
+        written = []
+        if parameters.lesionTable:
+            written.append(self.analysis.export_csv(parameters.lesionTable, out))
+        if parameters.patientTable:
+            written.append(
+                self.analysis.export_csv(parameters.patientTable, out.with_name(f"{out.stem}_patient.csv"))
+            )
+        return written
 
 
 #
@@ -338,7 +343,7 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
 
 
 class RadTyperTest(ScriptedLoadableModuleTest):
-    """Self-test run by Slicer (Reload and Test, and the ``py_RadTyper`` CTest)."""
+    """Self-test run by Slicer (Reload and Test, and the ``py_RadTyper`` CTest) on the demo patient."""
 
     def setUp(self):
         """Reset the state: a scene clear is enough."""
@@ -347,78 +352,106 @@ class RadTyperTest(ScriptedLoadableModuleTest):
     def runTest(self):
         """Run as few or as many tests as needed here."""
         self.setUp()
-        self.test_RadTyperSummarize()
+        self.test_RadTyperAnalysis()
+        self.setUp()
+        self.test_RadTyperBadInput()
 
-    def test_RadTyperSummarize(self):
-        """Two box lesions on a synthetic CT: the table has their names, sites, volumes and centroids."""
+    def _requirePackages(self) -> None:
         import importlib.util
 
+        for name in ("pandas", "skimage", "nrrd"):
+            if importlib.util.find_spec(name) is None:
+                self.skipTest(
+                    f"{name} is not installed (install RadTyper's Resources/requirements.txt first)"
+                )
+
+    def test_RadTyperAnalysis(self):
+        """Demo patient → features of 3 lesions → tables, reconstructions (degree slider), shells, subtype."""
         import numpy as np
 
-        if importlib.util.find_spec("pandas") is None:
-            self.skipTest("pandas is not installed (install RadTyper's Resources/requirements.txt first)")
+        self._requirePackages()
+        from RadTyperSlicerLib.DemoData import loadDemoPatient
+        from RadTyperSlicerLib.GuiHelpers import sliceCornerText
 
-        self.delayDisplay("Starting the test")
-        volumeNode, segmentationNode = makeTwoLesionScene()
+        self.delayDisplay("Loading the demo patient")
+        volumeNode, segmentationNode, parenchymaNode = loadDemoPatient()
+        self.assertEqual(segmentationNode.GetSegmentation().GetNumberOfSegments(), 8)
 
-        logic = RadTyperLogic()
-        with self.assertRaises(ValueError):
-            logic.summarize(volumeNode, None)
+        slicer.util.selectModule("RadTyper")
+        widget = slicer.util.getModuleWidget("RadTyper")
+        logic = widget.logic
+        parameters = logic.getParameterNode()
+        parameters.inputVolume = volumeNode
+        parameters.inputSegmentation = segmentationNode
+        parameters.parenchymaSegmentation = parenchymaNode
+        parameters.computeRadiomics = False
+        parameters.reconstructionDegree = 15
 
-        tableNode = logic.summarize(volumeNode, segmentationNode)
-        table = slicer.util.dataframeFromTable(tableNode)
-        from RadTyperLib.summary import SUMMARY_COLUMNS
+        self.delayDisplay("Computing the features of three lesions")
+        outputs = logic.compute(parameters, lesions=["lung_1", "lung_3", "liver_1"])
+        self.assertEqual(parameters.lesionTable.GetNumberOfRows(), 3)
+        table = slicer.util.dataframeFromTable(parameters.lesionTable)
+        self.assertEqual(list(table["lesion"]), ["lung_1", "lung_3", "liver_1"])
+        # burden volume = voxel count × 1.5 × 1.5 × 2.5 mm³ of each generated lesion
+        np.testing.assert_allclose(table["burden_volume_mm3"], [911.25, 3150.0, 6221.25], rtol=1e-6)
+        self.assertEqual(int(table["qc_degree_used"].min()), 15)
+        heterogeneity = slicer.util.dataframeFromTable(parameters.patientTable)
+        self.assertGreater(float(heterogeneity["max_tumoral_divergence"][0]), 0.0)
+        self.assertLessEqual(float(heterogeneity["max_tumoral_divergence"][0]), 1.0)
 
-        self.assertEqual(list(table.columns), list(SUMMARY_COLUMNS))
-        self.assertEqual(list(table["lesion"]), ["lesion 1", "lesion 2"])
-        self.assertEqual(list(table["site"]), ["lung", "unspecified"])
-        # Spacing 1 × 1 × 2 mm: box 1 = 4 × 4 × 3 voxels, box 2 = 2 × 3 × 2 voxels.
-        np.testing.assert_allclose(table["volume_mm3"], [96.0, 24.0])
-        # Box 1 covers i, j ∈ [2, 5], k ∈ [2, 4]: centre index (3.5, 3.5, 3) → RAS → LPS (x, y negated).
-        ijkToRas = vtk.vtkMatrix4x4()
-        volumeNode.GetIJKToRASMatrix(ijkToRas)
-        r, a, s = ijkToRas.MultiplyPoint((3.5, 3.5, 3.0, 1.0))[:3]
-        expected = [-r, -a, s]
-        np.testing.assert_allclose(
-            table.loc[0, ["centroid_x_lps_mm", "centroid_y_lps_mm", "centroid_z_lps_mm"]].to_numpy(float),
-            expected,
-            atol=1e-6,
-        )
+        self.delayDisplay("Moving the degree slider")
+        models = outputs.reconstructions
+        self.assertEqual(sorted(models), ["liver_1", "lung_1", "lung_3"])
+        ids = {name: node.GetID() for name, node in models.items()}
+        before = slicer.util.arrayFromModelPoints(models["lung_3"]).copy()
+        self.assertEqual(before.shape, (2562, 3))
+        widget.ui.reconstructionDegreeSliderWidget.value = 1
+        slicer.app.processEvents()
+        self.assertEqual(parameters.reconstructionDegree, 1)
+        after = slicer.util.arrayFromModelPoints(models["lung_3"])
+        self.assertEqual(after.shape, (2562, 3))
+        self.assertGreater(np.abs(after - before).max(), 0.5)  # the degree-1 ellipsoid differs from degree 15
+        now = {
+            name: node.GetID()
+            for name, node in logic.analysis.reconstruction_models(segmentationNode).items()
+        }
+        self.assertEqual(now, ids)
 
-        # Writing again into the same table replaces its content.
-        logic.summarize(volumeNode, segmentationNode, outputTable=tableNode)
-        self.assertEqual(tableNode.GetNumberOfRows(), 2)
+        self.delayDisplay("Margin shells")
+        shells = outputs.shells.GetSegmentation()
+        self.assertEqual(shells.GetNumberOfSegments(), 12)
+        widget.ui.showShellPM10CheckBox.checked = True
+        slicer.app.processEvents()
+        pm10 = logic.analysis.shell_segment_ids(segmentationNode, "PM10")
+        self.assertEqual(len(pm10), 3)
+        self.assertTrue(all(outputs.shells.GetDisplayNode().GetSegmentVisibility(s) for s in pm10))
+
+        self.delayDisplay("Subtype")
+        if logic.analysis.default_bundle_path() is None:
+            self.delayDisplay("No subtype model is shipped with this version: subtype display not tested")
+        else:
+            parameters.subtypeBundle = logic.analysis.default_bundle_path()
+            widget.panel.predictSubtype(quiet=False)
+            shown = logic.analysis.shown_subtype(segmentationNode)
+            self.assertIsNotNone(shown)
+            self.assertAlmostEqual(sum(shown.probabilities.values()), 1.0, places=3)
+            self.assertEqual(widget.ui.subtypeLabel.text, shown.subtype)
+            if slicer.app.layoutManager() is not None:
+                self.assertEqual(sliceCornerText("Red"), shown.annotation)
         self.delayDisplay("Test passed")
 
+    def test_RadTyperBadInput(self):
+        """No volume, an empty segmentation: clear RadTyper errors, not crashes."""
+        self._requirePackages()
+        from RadTyperLib.errors import InputError
 
-def makeTwoLesionScene():
-    """A 10 × 10 × 8 CT-like volume (spacing 1, 1, 2 mm; origin off zero) with two box-shaped lesions.
-
-    Lesion 1 carries the site tag ``lung``; lesion 2 has no site. Used by the self-tests of both modules.
-    """
-    import numpy as np
-
-    volumeNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "RadTyperTestCT")
-    voxels = np.full((8, 10, 10), -800, dtype=np.int16)  # [k, j, i]
-    volumeNode.SetSpacing(1.0, 1.0, 2.0)
-    volumeNode.SetOrigin(-20.0, 15.0, 5.0)
-    slicer.util.updateVolumeFromArray(volumeNode, voxels)
-
-    labels = np.zeros(voxels.shape, dtype=np.uint8)
-    labels[2:5, 2:6, 2:6] = 1
-    labels[5:7, 6:9, 7:9] = 2
-    labelmapNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-    labelmapNode.CopyOrientation(volumeNode)
-    slicer.util.updateVolumeFromArray(labelmapNode, labels)
-
-    segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "RadTyperTestLesions")
-    segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
-    slicer.modules.segmentations.logic().ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode)
-    slicer.mrmlScene.RemoveNode(labelmapNode)
-    segmentation = segmentationNode.GetSegmentation()
-    for index, name in enumerate(("lesion 1", "lesion 2")):
-        segmentation.GetNthSegment(index).SetName(name)
-    from RadTyperLib.io import SITE_TAG
-
-    segmentation.GetNthSegment(0).SetTag(SITE_TAG, "lung")
-    return volumeNode, segmentationNode
+        logic = RadTyperLogic()
+        parameters = logic.getParameterNode()
+        segmentationNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode")
+        parameters.inputSegmentation = segmentationNode
+        with self.assertRaisesRegex(InputError, "No input volume"):
+            logic.compute(parameters)
+        parameters.inputVolume = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode")
+        with self.assertRaises(InputError):
+            logic.compute(parameters)
+        self.delayDisplay("Test passed")

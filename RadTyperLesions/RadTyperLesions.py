@@ -1,19 +1,25 @@
-"""RadTyper Lesions: list the lesions of a segmentation and tag each one with its anatomical site.
+"""RadTyper Lesions: prepare the lesions of a patient — one segment per lesion, named, with its site and QC.
 
-Thin Slicer front end over ``RadTyperLib`` (numerics, site vocabulary) and ``RadTyperMRML.bridge``
-(MRML ⇄ core conversion); both are imported inside the functions that use them, never at module scope.
+Thin Slicer front end in the style of the scripted-module template and KitwareMedical/SlicerNNUnet: this file
+holds the module, its parameter node, a thin widget, the logic entry points and the self-test. The panel's
+behaviour is in ``RadTyperLesionsLib``, the MRML logic in ``RadTyperMRML.lesions_logic`` (Qt-free, tested
+with plain pytest) and the numerics (seeded segmentation, parenchyma, QC) in ``RadTyperLib``; they are
+imported inside the functions that use them, never at module scope.
 """
 
-import logging
+from typing import Annotated
 
-import numpy as np
-import qt
 import slicer
 import vtk
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer import (
+    vtkMRMLMarkupsFiducialNode,
+    vtkMRMLScalarVolumeNode,
+    vtkMRMLSegmentationNode,
+    vtkMRMLSegmentEditorNode,
+)
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -21,15 +27,6 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 from slicer.util import VTKObservationMixin
-
-#: Columns of the lesion table in the module panel: (header, key of the rows returned by ``lesionSummary``).
-LESION_TABLE_COLUMNS = (
-    ("Lesion", "lesion"),
-    ("Site", "site"),
-    ("Volume (mm³)", "volume_mm3"),
-    ("Components", "components"),
-)
-
 
 #
 # RadTyperLesions
@@ -45,21 +42,27 @@ class RadTyperLesions(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = _("RadTyper Lesions")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Quantification")]
-        self.parent.dependencies = ["RadTyper"]  # shares RadTyper's core library and package installer
+        # RadTyper: shared core library, MRML logic and helpers; Segmentations / Markups: node classes and widgets
+        self.parent.dependencies = ["RadTyper", "Segmentations", "Markups"]
         self.parent.contributors = ["The RadTyper developers"]
         self.parent.helpText = _("""
-Lists the lesions of a patient, one segment per lesion, and records the anatomical site of each lesion.
-<p><b>Refresh</b> shows every lesion with its site, volume (mm³) and number of connected components (a lesion
-drawn in several disconnected pieces shows more than 1). Select a lesion, choose a site and press
-<b>Set site</b>: the site is stored on the segment as the tag <code>RadTyper.Site</code>, which RadTyper and
-the radtyper command line read (also from saved .seg.nrrd files).</p>
-<p>Draw or edit the lesions in the Segment Editor.</p>
+Prepares the lesions of a patient for RadTyper: one segment per lesion, named, coloured and tagged with its
+anatomical site.
+<p><b>Lesions</b>: every lesion with its site, volume (mm³), number of connected pieces and QC flags
+(touches the image border, holes, too small, disconnected; empty / outside the volume / overlapping). Click a
+lesion to centre the slice views on it; rename, set the site (stored on the segment as the tag
+<code>RadTyper.Site</code>) or delete it.</p>
+<p><b>One-click segmentation</b>: place a point inside a lesion and a new segment is grown from it with a
+training-free method; <b>Segment all marked lesions</b> does it for every point. Existing segments are
+never changed.</p>
+<p><b>Draw and edit</b>: the Segment Editor with all of Slicer's effects. <b>Parenchyma</b>: compute the
+tissue around the lesions used by the margin shells, or pick a segmentation.</p>
 See the <a href="https://github.com/radtyper/SlicerRadTyper">project page</a>.
 """)
         self.parent.acknowledgementText = _("""
 RadTyper is developed by the RadTyper developers and released under the Apache License 2.0.
 Its module layout follows the 3D Slicer scripted-module template by Jean-Christophe Fillion-Robin (Kitware),
-Andras Lasso (PerkLab) and Steve Pieper (Isomics).
+Andras Lasso (PerkLab) and Steve Pieper (Isomics), and KitwareMedical/SlicerNNUnet.
 """)
 
 
@@ -71,14 +74,26 @@ Andras Lasso (PerkLab) and Steve Pieper (Isomics).
 @parameterNodeWrapper
 class RadTyperLesionsParameterNode:
     """
-    The parameters of the RadTyper Lesions module.
+    Every setting of the RadTyper Lesions module (saved with the scene).
 
     inputVolume - The image (CT or MR) the lesions are drawn on.
     inputSegmentation - One segment per lesion.
+    modality - auto, CT, MR or PET (one-click segmentation, parenchyma).
+    seedPoints - Points placed on lesions for the one-click segmentation.
+    segmentationMethod - classical (training-free) or unet (a trained model, when configured).
+    segmentOnPlace - Segment each point as soon as it is placed.
+    parenchymaSegmentation - Organ tissue around the lesions for the margin shells.
+    segmentEditorNode - State of the embedded Segment Editor (internal, not shown).
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
     inputSegmentation: vtkMRMLSegmentationNode
+    modality: Annotated[str, Choice(["auto", "CT", "MR", "PET"])] = "auto"
+    seedPoints: vtkMRMLMarkupsFiducialNode
+    segmentationMethod: Annotated[str, Choice(["classical", "unet"])] = "classical"
+    segmentOnPlace: bool = True
+    parenchymaSegmentation: vtkMRMLSegmentationNode
+    segmentEditorNode: vtkMRMLSegmentEditorNode
 
 
 #
@@ -87,61 +102,56 @@ class RadTyperLesionsParameterNode:
 
 
 class RadTyperLesionsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
-    """Uses ScriptedLoadableModuleWidget base class, available at:
-    https://github.com/Slicer/Slicer/blob/main/Base/Python/slicer/ScriptedLoadableModule.py
-    """
+    """Loads the .ui, binds it to the parameter node and hands the events to ``RadTyperLesionsLib``."""
 
     def __init__(self, parent=None) -> None:
-        """Called when the user opens the module the first time and the widget is initialized."""
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
         self.logic = None
+        self.panel = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._requirementsChecked = False
-        self._listedSegmentation = None  # segmentation node whose lesions the table shows
 
     def setup(self) -> None:
         """Called when the user opens the module the first time and the widget is initialized."""
-        ScriptedLoadableModuleWidget.setup(self)
+        from RadTyperLesionsLib.LesionsWidget import LesionsWidget
 
+        ScriptedLoadableModuleWidget.setup(self)
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/RadTyperLesions.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = RadTyperLesionsLogic()
-
-        self.ui.siteComboBox.addItems(list(self.logic.siteNames()))
+        self.panel = LesionsWidget(self.ui, self.logic, self.resourcePath)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
-
-        self.ui.refreshButton.connect("clicked(bool)", self.onRefreshButton)
-        self.ui.setSiteButton.connect("clicked(bool)", self.onSetSiteButton)
-        self.ui.lesionTableWidget.connect("itemSelectionChanged()", self.onLesionSelectionChanged)
-
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
         """Called when the application closes and the module widget is destroyed."""
+        if self.panel:
+            self.panel.cleanup()
         self.removeObservers()
 
     def enter(self) -> None:
         """Called each time the user opens this module."""
         self.initializeParameterNode()
+        self.panel.enter()
 
     def exit(self) -> None:
         """Called each time the user opens a different module."""
+        self.panel.exit()
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
             self._parameterNodeGuiTag = None
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.panel.updateGui)
 
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed."""
         self.setParameterNode(None)
-        self._fillLesionTable([])
+        self.panel.fillTable([])
 
     def onSceneEndClose(self, caller, event) -> None:
         """Called just after the scene is closed."""
@@ -149,108 +159,20 @@ class RadTyperLesionsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.initializeParameterNode()
 
     def initializeParameterNode(self) -> None:
-        """Ensure parameter node exists and observed; preselect the first volume and segmentation."""
+        """Parameter node of the scene; preselect the first volume and segmentation and its parenchyma."""
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.inputVolume:
-            firstVolumeNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
-            if firstVolumeNode:
-                self._parameterNode.inputVolume = firstVolumeNode
-        if not self._parameterNode.inputSegmentation:
-            firstSegmentationNode = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
-            if firstSegmentationNode:
-                self._parameterNode.inputSegmentation = firstSegmentationNode
+        self.logic.setDefaultParameters(self._parameterNode)
 
-    def setParameterNode(self, inputParameterNode: RadTyperLesionsParameterNode | None) -> None:
+    def setParameterNode(self, inputParameterNode) -> None:
         """Set and observe the parameter node; widgets are bound by their SlicerParameterName property."""
         if self._parameterNode:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
-            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.panel.updateGui)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
-            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._checkCanApply)
-            self._checkCanApply()
-
-    def _checkCanApply(self, caller=None, event=None) -> None:
-        parameters = self._parameterNode
-        if (
-            parameters
-            and self._listedSegmentation
-            and parameters.inputSegmentation != self._listedSegmentation
-        ):
-            self._fillLesionTable([])  # the table described another segmentation
-        if parameters and parameters.inputVolume and parameters.inputSegmentation:
-            self.ui.refreshButton.toolTip = _("List the lesions of the segmentation")
-            self.ui.refreshButton.enabled = True
-        else:
-            self.ui.refreshButton.toolTip = _("Select the input volume and the lesion segmentation")
-            self.ui.refreshButton.enabled = False
-
-    def onRefreshButton(self) -> None:
-        """List the lesions of the selected segmentation in the table."""
-        with slicer.util.tryWithErrorDisplay(_("Failed to install the Python packages RadTyper needs.")):
-            self._ensurePythonRequirements()
-        with slicer.util.tryWithErrorDisplay(_("Failed to list the lesions."), waitCursor=True):
-            parameters = self._parameterNode
-            rows = self.logic.lesionSummary(parameters.inputVolume, parameters.inputSegmentation)
-            self._listedSegmentation = parameters.inputSegmentation
-            self._fillLesionTable(rows)
-
-    def onSetSiteButton(self) -> None:
-        """Store the chosen site on the selected lesion's segment."""
-        with slicer.util.tryWithErrorDisplay(_("Failed to set the lesion site.")):
-            row = self._selectedRow()
-            if row is None:
-                raise ValueError(_("Select a lesion in the table first."))
-            table = self.ui.lesionTableWidget
-            segmentId = table.item(row, 0).data(qt.Qt.UserRole)
-            site = self.logic.setLesionSite(
-                self._listedSegmentation, segmentId, self.ui.siteComboBox.currentText
-            )
-            table.item(row, 1).setText(site)
-
-    def onLesionSelectionChanged(self) -> None:
-        """Show the selected lesion's site in the site box; Set site needs a selected lesion."""
-        row = self._selectedRow()
-        self.ui.setSiteButton.enabled = row is not None
-        if row is not None:
-            index = self.ui.siteComboBox.findText(self.ui.lesionTableWidget.item(row, 1).text())
-            if index >= 0:
-                self.ui.siteComboBox.currentIndex = index
-
-    def _selectedRow(self) -> int | None:
-        rows = {index.row() for index in self.ui.lesionTableWidget.selectionModel().selectedRows()}
-        return min(rows) if rows else None
-
-    def _fillLesionTable(self, rows: list[dict]) -> None:
-        table = self.ui.lesionTableWidget
-        table.clearContents()
-        table.setRowCount(len(rows))
-        for r, lesion in enumerate(rows):
-            for c, (_header, key) in enumerate(LESION_TABLE_COLUMNS):
-                value = lesion[key]
-                item = qt.QTableWidgetItem(f"{value:.1f}" if key == "volume_mm3" else str(value))
-                if key == "lesion":
-                    item.setData(qt.Qt.UserRole, lesion["segmentId"])
-                if key in ("volume_mm3", "components"):
-                    item.setTextAlignment(qt.Qt.AlignRight | qt.Qt.AlignVCenter)
-                if key == "components" and value > 1:
-                    item.setToolTip(
-                        _("This lesion is drawn in {count} disconnected pieces.").format(count=value)
-                    )
-                table.setItem(r, c, item)
-        table.resizeColumnsToContents()
-        if not rows:
-            self._listedSegmentation = None
-        self.onLesionSelectionChanged()
-
-    def _ensurePythonRequirements(self) -> None:
-        """Install RadTyper's requirements once per session, at the first Refresh (asks the user first)."""
-        if not self._requirementsChecked:
-            import RadTyper
-
-            RadTyper.installPythonRequirements(self.resourcePath("requirements.txt"), requester="RadTyper")
-            self._requirementsChecked = True
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.panel.updateGui)
+        self.panel.setParameterNode(self._parameterNode)
 
 
 #
@@ -259,88 +181,67 @@ class RadTyperLesionsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class RadTyperLesionsLogic(ScriptedLoadableModuleLogic):
-    """Lesion listing and site tagging, usable without the GUI (Python console, tests, batch scripts)."""
+    """Entry points of the module, usable without the GUI (Python console, tests, batch scripts).
+
+    Each method maps the parameter node to ``RadTyperMRML.lesions_logic.LesionsLogic`` (Qt-free).
+    """
 
     def __init__(self) -> None:
         ScriptedLoadableModuleLogic.__init__(self)
+        self._lesions = None
 
     def getParameterNode(self):
         return RadTyperLesionsParameterNode(super().getParameterNode())
 
-    @staticmethod
-    def siteNames() -> tuple[str, ...]:
-        """The accepted anatomical sites (RadTyperLib's controlled vocabulary)."""
-        from RadTyperLib.sites import SITES
+    @property
+    def lesions(self):
+        """The Qt-free lesion logic."""
+        if self._lesions is None:
+            from RadTyperMRML.lesions_logic import LesionsLogic
 
-        return SITES
+            self._lesions = LesionsLogic()
+        return self._lesions
 
-    def lesionSummary(
-        self, volumeNode: vtkMRMLScalarVolumeNode, segmentationNode: vtkMRMLSegmentationNode
-    ) -> list[dict]:
-        """One dict per lesion: ``segmentId``, ``lesion`` (name), ``site``, ``volume_mm3``, ``components``.
+    def setDefaultParameters(self, parameters) -> None:
+        """First volume and segmentation of the scene and the segmentation's recorded parenchyma."""
+        if not parameters.inputVolume:
+            parameters.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not parameters.inputSegmentation:
+            parameters.inputSegmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+        if parameters.inputSegmentation and not parameters.parenchymaSegmentation:
+            parameters.parenchymaSegmentation = self.lesions.parenchyma_of(parameters.inputSegmentation)
 
-        (plus the other ``RadTyperLib.summary.SUMMARY_COLUMNS``); ``components`` is the number of
-        26-connected pieces of the lesion mask (1 for a single blob).
+    def lesionRows(self, parameters) -> list:
+        """The lesion table rows (``RadTyperMRML.lesions_logic.LesionRow``)."""
+        return self.lesions.lesion_rows(parameters.inputVolume, parameters.inputSegmentation)
 
-        :raises ValueError: a required input is missing.
-        :raises RadTyperLib.errors.RadTyperError: unusable inputs (the message names the lesion and problem).
-        """
-        if not volumeNode or not segmentationNode:
-            raise ValueError("Input volume or lesion segmentation is missing")
+    def jumpToLesion(self, parameters, segmentId: str):
+        """Centre the slice views on a lesion."""
+        return self.lesions.jump_to_lesion(parameters.inputVolume, parameters.inputSegmentation, segmentId)
 
-        from RadTyperLib.summary import lesion_summary
-        from RadTyperMRML.bridge import patient_from_nodes
+    def segmentPoints(self, parameters, *, site: str | None = None, lastOnly: bool = False) -> list:
+        """One new segment per placed point (only the last point with ``lastOnly``)."""
+        points, labels = self.lesions.points_from_markups(parameters.seedPoints)
+        if lastOnly:
+            points, labels = points[-1:], labels[-1:]
+        return self.lesions.add_lesions_from_points(
+            parameters.inputVolume,
+            parameters.inputSegmentation,
+            points,
+            names=labels,
+            site=site,
+            modality=parameters.modality,
+            method=parameters.segmentationMethod,
+        )
 
-        patient = patient_from_nodes(volumeNode, segmentationNode)
-        segmentation = segmentationNode.GetSegmentation()
-        rows = lesion_summary(patient)
-        for row in rows:
-            row["segmentId"] = self._segmentIdOfLesion(segmentation, row["lesion"])
-        logging.info(f"RadTyper Lesions: {len(rows)} lesion(s) in '{segmentationNode.GetName()}'")
-        return rows
-
-    @staticmethod
-    def lesionSite(segmentationNode: vtkMRMLSegmentationNode, segmentId: str) -> str:
-        """The site tag of a segment (``unspecified`` when it has none)."""
-        from RadTyperLib.io import SITE_TAG
-
-        segment = _segment(segmentationNode, segmentId)
-        value = vtk.reference("")
-        return str(value) if segment.GetTag(SITE_TAG, value) and str(value) else "unspecified"
-
-    @staticmethod
-    def setLesionSite(segmentationNode: vtkMRMLSegmentationNode, segmentId: str, site: str) -> str:
-        """Store ``site`` (synonyms and case tolerated) on the segment as tag ``RadTyper.Site``.
-
-        :returns: the canonical site name that was stored.
-        :raises RadTyperLib.errors.InputError: ``site`` is not a known site (the message lists them).
-        """
-        from RadTyperLib.io import SITE_TAG
-        from RadTyperLib.sites import normalize_site
-
-        segment = _segment(segmentationNode, segmentId)
-        canonical = normalize_site(site, context=f"lesion '{segment.GetName()}'")
-        segment.SetTag(SITE_TAG, canonical)
-        return canonical
-
-    @staticmethod
-    def _segmentIdOfLesion(segmentation, lesionName: str) -> str:
-        """Segment ID of the lesion named ``lesionName`` (lesions are named after their segments)."""
-        if segmentation.GetSegment(lesionName) is not None:
-            return lesionName
-        segmentId = segmentation.GetSegmentIdBySegmentName(lesionName)
-        if not segmentId:
-            raise ValueError(f"No segment named '{lesionName}' in the segmentation")
-        return segmentId
-
-
-def _segment(segmentationNode, segmentId: str):
-    if not segmentationNode:
-        raise ValueError("No lesion segmentation is selected")
-    segment = segmentationNode.GetSegmentation().GetSegment(segmentId)
-    if segment is None:
-        raise ValueError(f"Segment '{segmentId}' is not in '{segmentationNode.GetName()}' (was it removed?)")
-    return segment
+    def computeParenchyma(self, parameters):
+        """The automatic parenchyma into the selected parenchyma segmentation (or a new one)."""
+        return self.lesions.compute_parenchyma(
+            parameters.inputVolume,
+            parameters.inputSegmentation,
+            node=parameters.parenchymaSegmentation,
+            modality=parameters.modality,
+        )
 
 
 #
@@ -349,7 +250,7 @@ def _segment(segmentationNode, segmentId: str):
 
 
 class RadTyperLesionsTest(ScriptedLoadableModuleTest):
-    """Self-test run by Slicer (Reload and Test, and the ``py_RadTyperLesions`` CTest)."""
+    """Self-test run by Slicer (Reload and Test, and the ``py_RadTyperLesions`` CTest) on the demo patient."""
 
     def setUp(self):
         """Reset the state: a scene clear is enough."""
@@ -358,38 +259,109 @@ class RadTyperLesionsTest(ScriptedLoadableModuleTest):
     def runTest(self):
         """Run as few or as many tests as needed here."""
         self.setUp()
-        self.test_RadTyperLesionsSummaryAndSites()
+        self.test_RadTyperLesionsTable()
+        self.setUp()
+        self.test_RadTyperLesionsOneClick()
 
-    def test_RadTyperLesionsSummaryAndSites(self):
-        """Two box lesions: names, sites, volumes and component counts; a site set, read back and refused."""
-        from RadTyper import makeTwoLesionScene
+    def _demo(self):
+        import importlib.util
+
+        for name in ("pandas", "skimage", "nrrd"):
+            if importlib.util.find_spec(name) is None:
+                self.skipTest(
+                    f"{name} is not installed (install RadTyper's Resources/requirements.txt first)"
+                )
+        from RadTyperSlicerLib.DemoData import loadDemoPatient
+
+        return loadDemoPatient()
+
+    def test_RadTyperLesionsTable(self):
+        """Demo patient: 8 lesions with their sites, volumes (mm³) and QC; site, rename, jump, bad input."""
+        import numpy as np
+
         from RadTyperLib.errors import InputError
 
-        self.delayDisplay("Starting the test")
-        volumeNode, segmentationNode = makeTwoLesionScene()
+        volumeNode, segmentationNode, _parenchyma = self._demo()
         logic = RadTyperLesionsLogic()
-
-        with self.assertRaises(ValueError):
-            logic.lesionSummary(None, segmentationNode)
-
-        rows = logic.lesionSummary(volumeNode, segmentationNode)
-        self.assertEqual([row["lesion"] for row in rows], ["lesion 1", "lesion 2"])
-        self.assertEqual([row["site"] for row in rows], ["lung", "unspecified"])
-        np.testing.assert_allclose([row["volume_mm3"] for row in rows], [96.0, 24.0])
-        self.assertEqual([row["components"] for row in rows], [1, 1])
-
-        secondId = rows[1]["segmentId"]
-        self.assertEqual(logic.setLesionSite(segmentationNode, secondId, "Hepatic"), "liver")
-        self.assertEqual(logic.lesionSite(segmentationNode, secondId), "liver")
-        self.assertEqual(
-            [row["site"] for row in logic.lesionSummary(volumeNode, segmentationNode)], ["lung", "liver"]
+        parameters = logic.getParameterNode()
+        parameters.inputVolume = volumeNode
+        parameters.inputSegmentation = segmentationNode
+        rows = logic.lesionRows(parameters)
+        self.assertEqual([r.name for r in rows][:3], ["lung_1", "lung_2", "lung_3"])
+        self.assertEqual([r.site for r in rows][:4], ["lung", "lung", "lung", "liver"])
+        # voxel volumes (1.5 × 1.5 × 2.5 mm voxels) of the generated lesions
+        np.testing.assert_allclose(
+            [r.volume_mm3 for r in rows], [911.25, 1631.25, 3150.0, 6221.25, 1912.5, 1608.75, 866.25, 1462.5]
         )
+        self.assertEqual([r.components for r in rows], [1, 2, 1, 1, 1, 1, 1, 1])
+        self.assertEqual(rows[1].flags, ["disconnected"])
+        self.assertFalse(any(r.problem for r in rows))
+
+        sid = rows[6].segment_id
+        self.assertEqual(logic.lesions.set_lesion_site(segmentationNode, sid, "Nodal"), "lymph_node")
         with self.assertRaises(InputError):
-            logic.setLesionSite(segmentationNode, secondId, "elbow")
+            logic.lesions.set_lesion_site(segmentationNode, sid, "elbow")
+        with self.assertRaises(InputError):
+            logic.lesions.rename_lesion(segmentationNode, sid, "lung_1")
+        centre = logic.jumpToLesion(parameters, sid)
+        np.testing.assert_allclose(centre, rows[6].centre_ras)
+        red = slicer.app.layoutManager().sliceWidget("Red") if slicer.app.layoutManager() else None
+        if red is not None:
+            np.testing.assert_allclose(red.mrmlSliceNode().GetSliceOffset(), centre[2], atol=1.5)
 
-        from RadTyperLib.summary import count_components
+        parameters.inputVolume = None
+        with self.assertRaisesRegex(InputError, "No input volume"):
+            logic.lesionRows(parameters)
+        self.delayDisplay("Test passed")
 
-        mask = np.zeros((5, 5, 5), dtype=bool)
-        mask[0, 0, 0] = mask[1, 1, 1] = mask[3:5, 3:5, 3:5] = True  # corner-touching voxels: one piece
-        self.assertEqual(count_components(mask), 2)
+    def test_RadTyperLesionsOneClick(self):
+        """Delete lung_3, click its centre: a new segment covers it; the other segments are unchanged."""
+        import numpy as np
+
+        from RadTyperMRML.bridge import segment_on_volume_grid
+
+        volumeNode, segmentationNode, _parenchyma = self._demo()
+        logic = RadTyperLesionsLogic()
+        if not logic.lesions.seeded_available():
+            self.skipTest("one-click segmentation is not available in this RadTyper version")
+        parameters = logic.getParameterNode()
+        parameters.inputVolume = volumeNode
+        parameters.inputSegmentation = segmentationNode
+        rows = logic.lesionRows(parameters)
+        lung3 = next(r for r in rows if r.name == "lung_3")
+        box, truth, _n, _out = segment_on_volume_grid(segmentationNode, lung3.segment_id, volumeNode)
+        logic.lesions.delete_lesion(segmentationNode, lung3.segment_id)
+
+        def snapshot():
+            out = {}
+            segmentation = segmentationNode.GetSegmentation()
+            for i in range(segmentation.GetNumberOfSegments()):
+                s = segmentation.GetNthSegmentID(i)
+                b, m, _n, _o = segment_on_volume_grid(segmentationNode, s, volumeNode)
+                out[s] = (
+                    segmentation.GetSegment(s).GetName(),
+                    tuple((x.start, x.stop) for x in b),
+                    m.tobytes(),
+                )
+            return out
+
+        before = snapshot()
+        points = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "lesion points")
+        points.AddControlPoint(*lung3.centre_ras, "lung_3 again")
+        parameters.seedPoints = points
+        outcomes = logic.segmentPoints(parameters, site="lung")
+        self.assertEqual(len(outcomes), 1)
+        self.assertIsNotNone(outcomes[0].segment_id)
+        after = snapshot()
+        new = set(after) - set(before)
+        self.assertEqual(new, {outcomes[0].segment_id})
+        self.assertEqual({k: after[k] for k in before}, before)
+        nb, mask, _n, _o = segment_on_volume_grid(segmentationNode, outcomes[0].segment_id, volumeNode)
+        full = np.zeros(volumeNode.GetImageData().GetDimensions()[::-1], bool)
+        full[nb] = mask
+        ref = np.zeros_like(full)
+        ref[box] = truth
+        dice = 2 * np.count_nonzero(full & ref) / (np.count_nonzero(full) + np.count_nonzero(ref))
+        self.assertGreater(dice, 0.7)
+        self.assertEqual(logic.lesions.lesion_site(segmentationNode, outcomes[0].segment_id), "lung")
         self.delayDisplay("Test passed")

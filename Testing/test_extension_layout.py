@@ -46,6 +46,24 @@ FORBIDDEN_REQUIREMENTS = {"torch", "torchvision", "numpy", "scipy", "simpleitk",
 
 ICON_SIZE = (128, 128)
 
+#: Slicer-side package of each module (panel controller, helpers): imports slicer/qt, not run by pytest.
+SLICER_PACKAGES = {"RadTyper": "RadTyperSlicerLib", "RadTyperLesions": "RadTyperLesionsLib"}
+#: Parameters that are internal state, not settings shown in the panel.
+INTERNAL_PARAMETERS = {"RadTyper": set(), "RadTyperLesions": {"segmentEditorNode"}}
+#: Widget classes a parameter may be bound to, and the annotation they need (parameterNodeWrapper connectors).
+BINDABLE = {
+    "qMRMLNodeComboBox": "node",
+    "qSlicerSimpleMarkupsWidget": "node",
+    "ctkSliderWidget": "WithinRange",
+    "QComboBox": "Choice",
+    "QCheckBox": "bool",
+    "ctkPathLineEdit": "pathlib.Path",
+}
+#: Packages whose code must stay Qt-free (tested with plain pytest and slicer-core).
+QT_FREE_FILES = sorted(
+    [*(REPO / "RadTyper" / "RadTyperMRML").glob("*.py"), REPO / "RadTyper" / "RadTyperLib" / "jobs.py"]
+)
+
 
 # --- tiny CMake reader ------------------------------------------------------------------------------------
 def cmake_commands(path: Path) -> list[tuple[str, list[str]]]:
@@ -285,18 +303,19 @@ def test_module_cmake_registers_self_test_and_testing_folder(module):
 
 
 def test_radtyper_scripts_cover_every_library_file():
-    """Every .py of RadTyperLib and RadTyperMRML is packaged (they are globbed: check the glob)."""
+    """Every .py of RadTyperLib, RadTyperMRML and RadTyperSlicerLib is packaged (globbed: check the glob)."""
     module_dir = REPO / "RadTyper"
     _, commands = evaluate_module_cmake(module_dir)
     build = next(args for name, args in commands if name == "slicermacrobuildscriptedmodule")
     scripts = set(macro_arguments(build, {"NAME", "SCRIPTS", "RESOURCES", "WITH_GENERIC_TESTS"})["SCRIPTS"])
     on_disk = {
         str(p.relative_to(module_dir))
-        for package in ("RadTyperLib", "RadTyperMRML")
+        for package in ("RadTyperLib", "RadTyperMRML", "RadTyperSlicerLib")
         for p in (module_dir / package).rglob("*.py")
         if "__pycache__" not in p.parts
     }
-    assert (module_dir / "RadTyperLib" / "__init__.py").is_file()
+    for package in ("RadTyperLib", "RadTyperMRML", "RadTyperSlicerLib"):
+        assert (module_dir / package / "__init__.py").is_file()
     assert on_disk - scripts == set()
     data = module_dir / "RadTyperLib" / "data"
     if data.is_dir():
@@ -306,6 +325,18 @@ def test_radtyper_scripts_cover_every_library_file():
         files = {str(p.relative_to(module_dir)) for p in data.rglob("*") if p.is_file() and p.suffix != ".py"}
         files = {f for f in files if "__pycache__" not in f}
         assert files - resources == set()
+
+
+def test_lesions_scripts_cover_its_package():
+    """Every .py of RadTyperLesionsLib is packaged by the RadTyperLesions module."""
+    module_dir = REPO / "RadTyperLesions"
+    _, commands = evaluate_module_cmake(module_dir)
+    build = next(args for name, args in commands if name == "slicermacrobuildscriptedmodule")
+    scripts = set(macro_arguments(build, {"NAME", "SCRIPTS", "RESOURCES", "WITH_GENERIC_TESTS"})["SCRIPTS"])
+    package = module_dir / "RadTyperLesionsLib"
+    assert (package / "__init__.py").is_file()
+    on_disk = {str(p.relative_to(module_dir)) for p in package.rglob("*.py") if "__pycache__" not in p.parts}
+    assert on_disk and on_disk - scripts == set()
 
 
 # --- icons ------------------------------------------------------------------------------------------------
@@ -424,6 +455,17 @@ def test_ui_bindings_are_parameter_node_fields(module):
     assert set(bound) <= set(fields), f"{module}.ui binds unknown parameters: {set(bound) - set(fields)}"
     for name, widget in bound.items():
         annotation = fields[name]
+        need = BINDABLE.get(widget.get("class"))
+        assert need is not None, f"{module}.ui: {name} is bound to a {widget.get('class')} (no connector)"
+        text = ast.unparse(annotation)
+        if need == "node":
+            assert annotation_name(annotation).startswith("vtkMRML"), f"{module}: {name} must be a node type"
+        elif need in ("Choice", "WithinRange"):
+            assert need in text, (
+                f"{module}: {name} needs Annotated[..., {need}(...)] for its {widget.get('class')}"
+            )
+        else:
+            assert text == need, f"{module}: {name} is bound to a {widget.get('class')}: annotate it {need}"
         if widget.get("class") == "qMRMLNodeComboBox":
             node_types = [
                 s.text
@@ -439,10 +481,46 @@ def test_ui_bindings_are_parameter_node_fields(module):
 
 
 @pytest.mark.parametrize("module", MODULES)
+def test_every_setting_is_bound_to_a_widget(module):
+    """The parameter node holds every setting and every setting has its widget (internal state excepted)."""
+    fields = set(parameter_node_fields(module)) - INTERNAL_PARAMETERS[module]
+    assert fields == set(bound_widgets(module)), (
+        f"{module}: parameters without a widget: {fields - set(bound_widgets(module))}"
+    )
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_ui_choice_values_match_the_logic(module):
+    """Choice lists of the parameter nodes are the values the Qt-free logic accepts."""
+    fields = parameter_node_fields(module)
+    choices = {
+        name: ast.literal_eval(call.args[0])
+        for name, annotation in fields.items()
+        for call in ast.walk(annotation)
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "Choice"
+    }
+    assert choices["modality"] == ["auto", "CT", "MR", "PET"]
+    if module == "RadTyper":
+        assert choices["regionMode"] == ["2d", "3d"]
+    else:  # read from the source: the layout tests run without slicer-core
+        tree = ast.parse(
+            (REPO / "RadTyper" / "RadTyperMRML" / "lesions_logic.py").read_text(encoding="utf-8")
+        )
+        methods = next(
+            ast.literal_eval(n.value)
+            for n in tree.body
+            if isinstance(n, ast.AnnAssign) and getattr(n.target, "id", "") == "SEGMENTATION_METHODS"
+        )
+        assert tuple(choices["segmentationMethod"]) == methods
+
+
+@pytest.mark.parametrize("module", MODULES)
 def test_ui_mrml_widgets_receive_the_scene(module):
     """Each MRML widget gets setMRMLScene from the top widget's mrmlSceneChanged (else it lists nothing)."""
     root = ui_root(module)
-    mrml_widgets = {w.get("name") for w in root.iter("widget") if w.get("class", "").startswith("qMRML")}
+    mrml_widgets = {
+        w.get("name") for w in root.iter("widget") if w.get("class", "").startswith(("qMRML", "qSlicer"))
+    }
     mrml_widgets.discard(module)
     connected = {
         c.findtext("receiver")
@@ -454,20 +532,44 @@ def test_ui_mrml_widgets_receive_the_scene(module):
     assert mrml_widgets <= connected, f"{module}.ui: no scene connection for {mrml_widgets - connected}"
 
 
+def slicer_package_files(module: str) -> list[Path]:
+    package = REPO / module / SLICER_PACKAGES[module]
+    return sorted(p for p in package.glob("*.py") if "__pycache__" not in p.parts)
+
+
+def ui_attributes(tree: ast.AST) -> set[str]:
+    """Names ``X`` used as ``<anything>.ui.X`` or ``ui.X``."""
+    used = set()
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute):
+            continue
+        value = node.value
+        if (isinstance(value, ast.Attribute) and value.attr == "ui") or (
+            isinstance(value, ast.Name) and value.id == "ui"
+        ):
+            used.add(node.attr)
+    return used
+
+
 @pytest.mark.parametrize("module", MODULES)
 def test_widget_names_used_by_the_module_exist_in_ui(module):
-    used = {
-        node.attr
-        for node in ast.walk(module_tree(module))
-        if isinstance(node, ast.Attribute)
-        and isinstance(node.value, ast.Attribute)
-        and node.value.attr == "ui"
-        and isinstance(node.value.value, ast.Name)
-        and node.value.value.id == "self"
-    }
+    """The module file and its Slicer-side package only use widgets that the .ui defines."""
     names = {w.get("name") for w in ui_root(module).iter("widget")}
-    assert used, f"{module}.py uses no self.ui widget"
-    assert used <= names, f"{module}.py uses widgets missing from the .ui: {used - names}"
+    used_by = {f"{module}.py": ui_attributes(module_tree(module))}
+    for path in slicer_package_files(module):
+        used_by[path.name] = ui_attributes(ast.parse(path.read_text(encoding="utf-8")))
+    assert set().union(*used_by.values()), f"{module}: no ui widget is used"
+    for where, used in used_by.items():
+        assert used <= names, f"{where} uses widgets missing from {module}.ui: {used - names}"
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_buttons_of_the_ui_are_connected(module):
+    """Every push button of the .ui is connected to a handler in the Slicer-side package."""
+    buttons = {w.get("name") for w in ui_root(module).iter("widget") if w.get("class") == "QPushButton"}
+    text = "\n".join(p.read_text(encoding="utf-8") for p in slicer_package_files(module))
+    for name in buttons:
+        assert f"self.ui.{name}.connect(" in text, f"{module}: {name} is not connected"
 
 
 def module_scope_statements(tree: ast.AST):
@@ -532,6 +634,49 @@ def test_module_defines_the_template_classes(module):
     text = (REPO / module / f"{module}.py").read_text(encoding="utf-8")
     assert '"Quantification"' in text
     assert 'pip_install("torch' not in text and "pip_install('torch" not in text
+
+
+def _imports(tree: ast.AST, scope_only: bool) -> list[tuple[int, str]]:
+    nodes = module_scope_statements(tree) if scope_only else ast.walk(tree)
+    out = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            out += [(node.lineno, node.module)] + [
+                (node.lineno, f"{node.module}.{a.name}") for a in node.names
+            ]
+    return out
+
+
+@pytest.mark.parametrize("path", QT_FREE_FILES, ids=lambda p: str(p.relative_to(REPO)))
+def test_mrml_logic_is_qt_free(path):
+    """RadTyperMRML and the job runner never use Qt or the Slicer application (they run under plain pytest)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    forbidden = ("qt", "ctk", "slicer.util", "slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper")
+    for lineno, name in _imports(tree, scope_only=False):
+        assert not any(name == f or name.startswith(f + ".") for f in forbidden), (
+            f"{path.name}:{lineno}: {name}"
+        )
+        assert not name.startswith("RadTyperSlicerLib") and not name.startswith("RadTyperLesionsLib")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "slicer":
+            assert node.attr not in ("util", "app", "mrmlScene", "modules"), (
+                f"{path.name}:{node.lineno}: slicer.{node.attr} (pass the scene explicitly)"
+            )
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_slicer_packages_import_nothing_heavy_at_module_scope(module):
+    """The Slicer-side packages load with Slicer's bundled packages only (pip packages come on first use)."""
+    allowed = ALLOWED_MODULE_SCOPE_IMPORTS | set(sys.stdlib_module_names)
+    allowed |= {"RadTyperLib", "RadTyperMRML", "RadTyperSlicerLib", SLICER_PACKAGES[module]}
+    for path in slicer_package_files(module):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for lineno, name in _imports(tree, scope_only=True):
+            assert name.split(".")[0] in allowed, (
+                f"{path.name}:{lineno}: {name} must be imported inside a function"
+            )
 
 
 # --- requirements, licence --------------------------------------------------------------------------------

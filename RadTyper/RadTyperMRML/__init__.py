@@ -8,12 +8,14 @@ CPython with the ``slicer-core`` wheel.
 
 from .bridge import (
     SITE_TAG,
+    add_mask_segment,
     create_scene,
     dataframe_to_table,
     labels_to_segmentation,
     mesh_to_model,
     patient_from_nodes,
     scene_logic,
+    segment_on_volume_grid,
     segmentation_to_labels,
     sitk_to_volume,
     table_to_dataframe,
@@ -22,12 +24,14 @@ from .bridge import (
 
 __all__ = [
     "SITE_TAG",
+    "add_mask_segment",
     "create_scene",
     "dataframe_to_table",
     "labels_to_segmentation",
     "mesh_to_model",
     "patient_from_nodes",
     "scene_logic",
+    "segment_on_volume_grid",
     "segmentation_to_labels",
     "sitk_to_volume",
     "table_to_dataframe",

@@ -598,6 +598,103 @@ def labels_to_segmentation(
     return node
 
 
+def segment_on_volume_grid(
+    segmentation_node: Any, segment_id: str, reference_volume_node: Any
+) -> tuple[tuple[slice, slice, slice] | None, np.ndarray | None, int, int]:
+    """One segment on a volume's voxel grid, without raising for empty or outside segments.
+
+    Returns ``(box, mask, n_segment, n_outside)``: ``box`` are the ``[z, y, x]`` slices of the volume grid
+    that hold the boolean crop ``mask`` (both None when no segment voxel falls inside the volume),
+    ``n_segment`` the segment's own voxel count and ``n_outside`` how many of them lie outside the volume.
+    Segments on another grid are resampled by nearest neighbour. The segmentation node is not modified.
+
+    Raises:
+        InputError: bad node types, a transformed node, or no such segment.
+    """
+    if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
+        cls = segmentation_node.GetClassName() if segmentation_node is not None else "None"
+        raise InputError(f"expected a segmentation node, got {cls}")
+    if segmentation_node.GetSegmentation().GetSegment(segment_id) is None:
+        raise InputError(
+            f"segmentation '{_node_label(segmentation_node)}' has no segment with ID {segment_id}"
+        )
+    grid = _volume_grid(reference_volume_node)
+    _check_untransformed(reference_volume_node, "volume")
+    _check_untransformed(segmentation_node, "segmentation")
+    region, n_segment, n_outside = _segment_on_grid(segmentation_node, segment_id, grid)
+    if region is None:
+        return None, None, n_segment, n_outside
+    box, mask = region
+    return box, mask, n_segment, n_outside  # type: ignore[return-value]
+
+
+def add_mask_segment(
+    segmentation_node: Any,
+    mask: np.ndarray,
+    reference_volume_node: Any,
+    name: str,
+    *,
+    offset_zyx: Sequence[int] = (0, 0, 0),
+    color: Sequence[float] | None = None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Add a boolean ``[z, y, x]`` mask on the volume's grid as a new segment; return its segment ID.
+
+    ``mask`` may be a crop whose element ``[0, 0, 0]`` is volume voxel ``offset_zyx`` (a full-grid mask is
+    cropped to its bounding box first). The other segments are not touched: the new segment gets its own
+    labelmap. A segmentation without reference geometry gets the volume's.
+
+    Raises:
+        InputError: empty mask, mask outside the volume grid, bad node types, transformed nodes.
+    """
+    if segmentation_node is None or not segmentation_node.IsA("vtkMRMLSegmentationNode"):
+        cls = segmentation_node.GetClassName() if segmentation_node is not None else "None"
+        raise InputError(f"expected a segmentation node, got {cls}")
+    grid = _volume_grid(reference_volume_node)
+    _check_untransformed(reference_volume_node, "volume")
+    _check_untransformed(segmentation_node, "segmentation")
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 3:
+        raise InputError(f"segment '{name}': the mask must be 3-D, got {m.ndim}-D")
+    region = _crop(m, tuple(int(o) for o in offset_zyx))
+    if region is None:
+        raise InputError(f"segment '{name}': the mask is empty")
+    box, sub = region
+    lo = np.array([s.start for s in box])  # z, y, x
+    hi = np.array([s.stop for s in box])
+    if np.any(lo < 0) or np.any(hi > np.array(grid.shape_zyx)):
+        raise InputError(
+            f"segment '{name}': the mask lies (partly) outside volume '{_node_label(reference_volume_node)}'"
+        )
+    oid = slicer.vtkOrientedImageData()
+    oid.SetExtent(int(lo[2]), int(hi[2]) - 1, int(lo[1]), int(hi[1]) - 1, int(lo[0]), int(hi[0]) - 1)
+    oid.SetSpacing(*grid.spacing)
+    oid.SetOrigin(*grid.origin_ras)
+    direction = np.eye(4)
+    direction[:3, :3] = grid.direction_ras
+    oid.SetDirectionMatrix(_numpy_to_matrix(direction))
+    values = numpy_support.numpy_to_vtk(
+        np.ascontiguousarray(sub, dtype=np.uint8).ravel(), deep=True, array_type=vtk.VTK_UNSIGNED_CHAR
+    )
+    oid.GetPointData().SetScalars(values)
+    segmentation = segmentation_node.GetSegmentation()
+    geometry_name = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
+    if not segmentation.GetConversionParameter(geometry_name):
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+    rgb = [
+        float(c) for c in (color if color is not None else default_color(segmentation.GetNumberOfSegments()))
+    ]
+    segment_id = segmentation_node.AddSegmentFromBinaryLabelmapRepresentation(oid, name, rgb)
+    if not segment_id:
+        raise InputError(f"segmentation '{_node_label(segmentation_node)}': Slicer refused segment '{name}'")
+    segment = segmentation.GetSegment(segment_id)
+    for key, value in (tags or {}).items():
+        segment.SetTag(key, value)
+    if segmentation_node.GetDisplayNode() is None:
+        segmentation_node.CreateDefaultDisplayNodes()
+    return segment_id
+
+
 # --------------------------------------------------------------------------------------------------------
 # patient
 # --------------------------------------------------------------------------------------------------------

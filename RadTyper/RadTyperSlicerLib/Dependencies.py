@@ -1,0 +1,94 @@
+"""Python packages RadTyper needs in Slicer's Python, installed on first use with the user's confirmation.
+
+Call :func:`installPythonRequirements` where the packages are first needed (a Compute button), never at
+import time or in a constructor. On Slicer ≥ 5.12 it is ``slicer.packaging.pip_ensure`` (which skips installs
+under ``--testing``); on older Slicer it asks with a dialog and runs ``slicer.util.pip_install``.
+
+torch never comes from pip: :func:`ensureTorch` asks the PyTorch extension (``PyTorchUtils``) to install the
+build that matches the machine (CUDA or CPU), as SlicerTotalSegmentator and SlicerMONAIAuto3DSeg do.
+"""
+
+import importlib.metadata
+import logging
+import re
+
+import slicer
+from slicer.i18n import tr as _
+
+
+class InstallDeclined(RuntimeError):
+    """The user declined the installation of packages."""
+
+
+def missingPythonRequirements(requirementsPath: str) -> list[str]:
+    """Requirement lines of ``requirementsPath`` whose distribution is not installed (no version check)."""
+    missing = []
+    with open(requirementsPath, encoding="utf-8") as f:
+        for raw in f:
+            line = raw.split("#", 1)[0].strip()
+            if not line or line.startswith("-"):
+                continue
+            name = re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]
+            try:
+                importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                missing.append(line)
+    return missing
+
+
+def installPythonRequirements(requirementsPath: str, requester: str = "RadTyper") -> None:
+    """Make sure the packages listed in ``requirementsPath`` are installed, asking the user first.
+
+    Raises:
+        InstallDeclined: the user declined the installation.
+    """
+    try:
+        from slicer import packaging
+    except ImportError:  # Slicer < 5.12
+        _installWithPip(requirementsPath, requester)
+        return
+    packaging.pip_ensure(packaging.load_requirements(requirementsPath), requester=requester)
+
+
+def _installWithPip(requirementsPath: str, requester: str) -> None:
+    """Fallback for Slicer without ``slicer.packaging``: confirm, then ``slicer.util.pip_install``."""
+    missing = missingPythonRequirements(requirementsPath)
+    if not missing:
+        return
+    if slicer.app.testingEnabled():
+        logging.info(f"Testing mode is enabled: not installing {', '.join(missing)}")
+        return
+    message = _(
+        "{requester} needs {count} Python package(s) that are not installed yet.\n\n"
+        "This will modify Slicer's Python environment. Continue?"
+    ).format(requester=requester, count=len(missing))
+    if not slicer.util.confirmOkCancelDisplay(
+        message,
+        _("{requester} - Install Python Packages").format(requester=requester),
+        detailedText="\n".join(missing),
+    ):
+        raise InstallDeclined("User declined package installation")
+    slicer.util.pip_install(missing)
+
+
+def ensureTorch(minimumVersion: str = "2.1") -> object:
+    """Import torch, installed by the PyTorch extension if needed (asks the user first); return the module.
+
+    Raises:
+        RuntimeError: the PyTorch extension is missing or torch could not be installed.
+    """
+    try:
+        import PyTorchUtils
+    except ImportError:
+        raise RuntimeError(
+            _("This feature needs the PyTorch extension. Install it from the Extensions Manager.")
+        ) from None
+    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+    if not torchLogic.torchInstalled():
+        torch = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=f">={minimumVersion}")
+        if torch is None:
+            raise RuntimeError(_("PyTorch was not installed."))
+        return torch
+    import torch
+
+    return torch
