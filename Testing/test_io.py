@@ -245,3 +245,13 @@ def test_image_geometry_helpers(oblique_case):
         p.lesion_centroid_mm("b"), image.TransformContinuousIndexToPhysicalPoint((25.5, 22.5, 3.0))
     )
     assert make_image(np.zeros((2, 2, 2))).GetSize() == (2, 2, 2)
+
+
+def test_outputs_get_the_usual_file_permissions(tmp_path, oblique_case):
+    import os
+
+    _, labels = oblique_case
+    path = write_seg_nrrd(tmp_path / "x.seg.nrrd", labels, [Lesion(1, "a"), Lesion(2, "b"), Lesion(3, "c")])
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

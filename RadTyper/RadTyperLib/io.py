@@ -67,6 +67,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     suffix = "".join(target.suffixes) or ".tmp"
     fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=suffix, dir=target.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes owner-only files; outputs get the usual permissions
     tmp_path = Path(tmp)
     try:
         yield tmp_path
