@@ -527,6 +527,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help="output mesh: .vtk, .vtp, .stl or .ply")
     p.set_defaults(handler=cmd_reconstruct)
 
+    from .cli_cohort import add_cohort_commands
+
+    add_cohort_commands(sub)
+
     p = sub.add_parser(
         "demo",
         help="generate the embedded demo patient and run the whole pipeline on it",

@@ -1,0 +1,217 @@
+"""Cohort-level ``radtyper`` commands: ``cohort extract``, ``discover``, ``predict``, ``report``.
+
+Registered into the main parser by :func:`add_cohort_commands`; each handler is a thin call into
+:mod:`RadTyperLib.cohort`, :mod:`RadTyperLib.subtypes` or :mod:`RadTyperLib.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+
+def cmd_cohort_extract(args: argparse.Namespace) -> int:
+    """``radtyper cohort extract MANIFEST.csv --out DIR``."""
+    from .cohort import extract_cohort
+    from .features import FeatureSettings
+
+    settings = FeatureSettings(radiomics=not args.no_radiomics, region_mode=args.region_mode)
+    result = extract_cohort(
+        args.manifest, args.out, settings=settings, workers=args.workers, dask_address=args.dask
+    )
+    print(
+        f"cohort: {len(result.computed)} patient(s) computed, {len(result.skipped)} already done, "
+        f"{len(result.failed_patients)} failed; {len(result.features)} lesion rows → {Path(args.out) / 'features.csv'}"
+    )
+    if len(result.failures):
+        print(f"cohort: failures and their reasons → {Path(args.out) / 'failures.csv'}")
+    return 0
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    """``radtyper discover FEATURES.csv --out MODEL_DIR``."""
+    from .subtypes import discover
+
+    settings: dict[str, Any] = {
+        "reps": args.reps,
+        "seed": args.seed,
+        "aggregation": args.aggregation,
+        "validation_fraction": args.validation_fraction,
+        "purity_repeats": args.purity_repeats,
+        "igp_permutations": args.igp_permutations,
+    }
+    if args.k is not None:
+        settings["k"] = args.k
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = discover(args.features, args.out, **settings)
+    for w in caught:
+        print(f"radtyper: warning: {w.message}")
+    print(
+        f"discover: k = {result['k']} subtypes {result['subtypes']} (PAC {result['pac_at_k']:.3f}"
+        f"{', weak structure' if result['weak_structure'] else ''}) from {result['n_patients']} patients "
+        f"→ {args.out}"
+    )
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``radtyper predict --model MODEL --features CSV --out CSV``."""
+    from .io import atomic_path
+    from .subtypes import predict
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise InputError(f"{out}: --out must be a .csv file")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        table = predict(args.model, args.features)
+    for w in caught:
+        print(f"radtyper: warning: {w.message}")
+    with atomic_path(out) as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    for _, row in table.iterrows():
+        print(f"predict: patient {row['patient']}: subtype {row['subtype']}")
+    return 0
+
+
+def load_consensus(model_dir: Path) -> dict[str, Any] | None:
+    """Consensus matrix, labels and CDFs at the chosen k from a ``radtyper discover`` folder (or None)."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    npz, summary, cdf = (
+        model_dir / "consensus" / n for n in ("consensus_matrices.npz", "summary.csv", "cdf.csv")
+    )
+    discovery = model_dir / "discovery.json"
+    if not (npz.is_file() and summary.is_file() and cdf.is_file() and discovery.is_file()):
+        return None
+    k = int(json.loads(discovery.read_text())["k"])
+    arrays = np.load(npz)
+    curves = pd.read_csv(cdf)
+    deltas = pd.read_csv(summary)
+    return {
+        "matrix": arrays[f"k{k}"],
+        "labels": arrays[f"labels_k{k}"],
+        "cdf": {int(kk): g["cdf"].to_numpy() for kk, g in curves.groupby("k")},
+        "cdf_x": curves.loc[curves["k"] == curves["k"].iloc[0], "consensus_index"].to_numpy(),
+        "delta_area": dict(zip(deltas["k"].astype(int), deltas["delta_area"], strict=True)),
+    }
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``radtyper report [--model DIR] [--features CSV] [--clinical CSV] [--heterogeneity DIR] --out DIR``."""
+    from .report import cohort_report
+
+    labels = consensus = None
+    if args.model:
+        model_dir = Path(args.model)
+        if not (model_dir / "labels.csv").is_file():
+            raise InputError(f"{model_dir}: not a 'radtyper discover' folder (labels.csv missing)")
+        labels = model_dir / "labels.csv"
+        consensus = load_consensus(model_dir)
+    if args.clinical and labels is None:
+        raise InputError("--clinical needs --model (the subtypes to compare)")
+    html = cohort_report(
+        args.out,
+        labels=labels,
+        clinical=args.clinical,
+        time=args.time,
+        event=args.event,
+        covariates=args.covariates or (),
+        categorical=args.categorical or (),
+        features=args.features,
+        consensus=consensus,
+        heterogeneity=args.heterogeneity,
+        seed=args.seed,
+    )
+    print(f"report: {html}")
+    return 0
+
+
+def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``cohort``, ``discover``, ``predict`` and ``report``."""
+    p = sub.add_parser(
+        "cohort",
+        help="cohort batch processing (cohort extract MANIFEST.csv --out DIR)",
+        description="Cohort batch processing.",
+    )
+    csub = p.add_subparsers(dest="cohort_command", metavar="COMMAND", required=True)
+    e = csub.add_parser(
+        "extract",
+        help="features of every lesion of every patient of a manifest; resumable",
+        description="Compute the per-lesion features of every patient listed in MANIFEST.csv (columns: "
+        "patient, image, lesions; optional parenchyma, sites, modality, cancer_type; relative paths are "
+        "relative to the manifest). Lesions run in parallel; each patient's result is written atomically "
+        "to DIR/patients/ and a rerun skips finished patients; failures are logged with their reason in "
+        "DIR/failures.csv without stopping the cohort; DIR/features.csv is the whole table.",
+    )
+    e.add_argument("manifest", metavar="MANIFEST.csv")
+    e.add_argument("--out", required=True, metavar="DIR", help="output folder (reused on reruns)")
+    e.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    e.add_argument(
+        "--dask", metavar="ADDRESS", help="run the tasks on an existing Dask cluster (scheduler address)"
+    )
+    e.add_argument("--no-radiomics", action="store_true", help="skip the pyradiomics columns")
+    e.add_argument("--region-mode", choices=["2d", "3d"], default="2d", help="margin shells (default 2d)")
+    e.set_defaults(handler=cmd_cohort_extract)
+
+    p = sub.add_parser(
+        "discover",
+        help="discover imaging subtypes on a cohort (autoencoder + consensus clustering) → model bundle",
+        description="Per patient (largest lesion by default), standardise the 313 features, encode them "
+        "with an autoencoder 313→150→10 (torch), run consensus clustering (PAM on 1 − Pearson r, 80 %% "
+        "resampling, k = 2…10; PAC and Δ-area), validate with IGP between a discovery and a validation "
+        "split and with cross-validated purity, train the subtype classifier and write the model bundle, "
+        "discovery.json, labels.csv and the consensus matrices into MODEL_DIR.",
+    )
+    p.add_argument(
+        "features", metavar="FEATURES.csv", help="per-lesion feature table (e.g. cohort features.csv)"
+    )
+    p.add_argument("--out", required=True, metavar="MODEL_DIR", help="output folder (the model bundle)")
+    p.add_argument("--reps", type=int, default=1000, help="consensus repetitions (default 1000; paper 10000)")
+    p.add_argument("--k", type=int, help="force the number of subtypes (default: chosen by PAC)")
+    p.add_argument("--aggregation", choices=["largest", "mean"], default="largest", help="lesions → patient")
+    p.add_argument("--validation-fraction", type=float, default=0.4, help="validation split for IGP (0.4)")
+    p.add_argument("--purity-repeats", type=int, default=5, help="repeats of 5-fold purity CV (default 5)")
+    p.add_argument("--igp-permutations", type=int, default=1000, help="IGP permutations (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.set_defaults(handler=cmd_discover)
+
+    p = sub.add_parser(
+        "predict",
+        help="predict the subtype of patients with a model bundle",
+        description="Write per patient the columns patient, subtype and one probability column per "
+        "subtype (p_<subtype>). The features must be those the model was trained on.",
+    )
+    p.add_argument("--model", required=True, metavar="MODEL", help="model bundle folder (radtyper discover)")
+    p.add_argument("--features", required=True, metavar="CSV", help="per-lesion feature table")
+    p.add_argument("--out", required=True, metavar="CSV", help="output table")
+    p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser(
+        "report",
+        help="figures and an HTML report: consensus, CDF, Kaplan–Meier, subtype heatmap, heterogeneity",
+        description="Write PNG figures and index.html (no external resources) from whatever is given: a "
+        "discover folder (consensus matrix and CDF/Δ-area at the chosen k), with --features a subtype "
+        "feature heatmap, with --clinical (patient, time, event, covariates) Kaplan–Meier curves with the "
+        "log-rank test, a multivariable Cox model and the C-index with a bootstrap CI, and with "
+        "--heterogeneity a 'radtyper heterogeneity' folder (indexes and recovery curves).",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--model", metavar="MODEL_DIR", help="a 'radtyper discover' folder")
+    p.add_argument("--features", metavar="CSV", help="per-lesion feature table (subtype heatmap)")
+    p.add_argument("--clinical", metavar="CSV", help="clinical table joined on patient")
+    p.add_argument("--time", default="time", help="survival time column (default time)")
+    p.add_argument("--event", default="event", help="event column, 1 = event (default event)")
+    p.add_argument("--covariates", nargs="*", metavar="COL", help="Cox covariates besides the subtype")
+    p.add_argument("--categorical", nargs="*", metavar="COL", help="covariates to one-hot encode")
+    p.add_argument("--heterogeneity", metavar="DIR", help="a 'radtyper heterogeneity' output folder")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.set_defaults(handler=cmd_report)
