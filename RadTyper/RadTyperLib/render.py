@@ -28,7 +28,8 @@ class MeshView:
     opacity: float = 1.0
 
 
-def _vtk():
+def offscreen_vtk():
+    """The vtk module, with the EGL render window selected when there is no display (offscreen)."""
     if not os.environ.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in os.environ:
         os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
     import vtk  # lazy: heavy, only needed for meshes and rendering
@@ -38,7 +39,7 @@ def _vtk():
 
 def to_polydata(vertices: np.ndarray, faces: np.ndarray):
     """A ``vtkPolyData`` of triangles with point normals."""
-    vtk = _vtk()
+    vtk = offscreen_vtk()
     from vtk.util.numpy_support import numpy_to_vtk, numpy_to_vtkIdTypeArray
 
     v = np.ascontiguousarray(vertices, dtype=np.float64)
@@ -71,7 +72,7 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
     suffix = p.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise InputError(f"{p}: unsupported mesh format '{suffix}'; use one of {', '.join(MESH_SUFFIXES)}")
-    vtk = _vtk()
+    vtk = offscreen_vtk()
     writer = {
         ".vtk": vtk.vtkPolyDataWriter,
         ".vtp": vtk.vtkXMLPolyDataWriter,
@@ -90,7 +91,7 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
 
 def read_mesh(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Read a triangle mesh written by :func:`write_mesh` → (vertices, faces)."""
-    vtk = _vtk()
+    vtk = offscreen_vtk()
     from vtk.util.numpy_support import vtk_to_numpy
 
     p = Path(path)
@@ -121,9 +122,7 @@ def render_panels_png(
     The camera looks at the union of all meshes from an oblique direction, so panels are comparable
     (e.g. a lesion's SPHARM reconstruction at degrees 1, 2, 5, 10, 15 beside its surface).
     """
-    from .io import atomic_path
-
-    vtk = _vtk()
+    vtk = offscreen_vtk()
     n = len(panels)
     if n == 0:
         raise InputError("render: nothing to draw")
@@ -163,9 +162,18 @@ def render_panels_png(
         cam.SetViewAngle(30.0)
         ren.ResetCameraClippingRange()
         window.AddRenderer(ren)
+    return save_window_png(window, path)
+
+
+def save_window_png(window, path: str | os.PathLike[str]) -> Path:
+    """Render an offscreen ``vtkRenderWindow``, write what it shows to a PNG (atomic) and release it."""
+    from .io import atomic_path
+
+    vtk = offscreen_vtk()
     window.Render()
     grab = vtk.vtkWindowToImageFilter()
     grab.SetInput(window)
+    grab.ReadFrontBufferOff()
     grab.Update()
     p = Path(path)
     with atomic_path(p) as tmp:
@@ -179,7 +187,7 @@ def render_panels_png(
 
 def png_pixels(path: str | os.PathLike[str]) -> np.ndarray:
     """Read a PNG into an (H, W, C) uint8 array (for tests that check what was drawn)."""
-    vtk = _vtk()
+    vtk = offscreen_vtk()
     from vtk.util.numpy_support import vtk_to_numpy
 
     reader = vtk.vtkPNGReader()

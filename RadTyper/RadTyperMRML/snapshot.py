@@ -16,16 +16,9 @@ from typing import Any
 import numpy as np
 
 from RadTyperLib.errors import InputError
+from RadTyperLib.render import offscreen_vtk as _vtk
 
 _CLOSED_SURFACE = "Closed surface"
-
-
-def _vtk() -> Any:
-    if not os.environ.get("DISPLAY") and "VTK_DEFAULT_OPENGL_WINDOW" not in os.environ:
-        os.environ["VTK_DEFAULT_OPENGL_WINDOW"] = "vtkEGLRenderWindow"
-    import vtk
-
-    return vtk
 
 
 def _model_props(node: Any, vtk: Any) -> list[Any]:
@@ -121,30 +114,13 @@ def render_nodes_png(
     camera.SetViewUp(0.0, 0.0, 1.0)
     camera.SetViewAngle(30.0)
     renderer.ResetCameraClippingRange()
-    window.Render()
-    grab = vtk.vtkWindowToImageFilter()
-    grab.SetInput(window)
-    grab.ReadFrontBufferOff()
-    grab.Update()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer = vtk.vtkPNGWriter()
-    writer.SetFileName(str(out))
-    writer.SetInputData(grab.GetOutput())
-    writer.Write()
-    window.Finalize()
-    return out
+    from RadTyperLib.render import save_window_png
+
+    return save_window_png(window, path)
 
 
 def png_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """An (H, W, 3) uint8 array of a PNG (top row first)."""
-    vtk = _vtk()
-    from vtk.util.numpy_support import vtk_to_numpy
+    from RadTyperLib.render import png_pixels
 
-    reader = vtk.vtkPNGReader()
-    reader.SetFileName(str(path))
-    reader.Update()
-    image = reader.GetOutput()
-    w, h, _ = image.GetDimensions()
-    arr = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(h, w, -1)[::-1]
-    return np.ascontiguousarray(arr[..., :3])
+    return np.ascontiguousarray(png_pixels(path)[..., :3])
