@@ -255,3 +255,22 @@ def test_outputs_get_the_usual_file_permissions(tmp_path, oblique_case):
     umask = os.umask(0)
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_feature_tables_keep_ids_as_text_and_floats_exact(tmp_path):
+    import pandas as pd
+
+    from RadTyperLib.io import read_feature_table, to_jsonable, write_csv
+
+    table = pd.DataFrame({"patient": ["001", "002"], "lesion": ["1", "2"], "shape_energy_l02": [0.1, 1 / 3]})
+    write_csv(table, tmp_path / "f.csv", float_format="%.17g")
+    back = read_feature_table(tmp_path / "f.csv")
+    assert list(back["patient"]) == ["001", "002"] and list(back["lesion"]) == ["1", "2"]
+    assert back.loc[1, "shape_energy_l02"] == 1 / 3
+    with pytest.raises(InputError, match="feature table not found"):
+        read_feature_table(tmp_path / "missing.csv")
+    assert to_jsonable({"a": np.float32("nan"), 1: (np.int64(2), np.bool_(True)), "p": tmp_path}) == {
+        "a": None,
+        "1": [2, True],
+        "p": str(tmp_path),
+    }

@@ -8,7 +8,8 @@ import pytest
 
 from RadTyperLib.errors import InputError
 from RadTyperLib.features import WU_FEATURE_NAMES
-from RadTyperLib.subtypes.data import Scaler, SubtypeWarning, patient_matrix, read_feature_table
+from RadTyperLib.io import read_feature_table
+from RadTyperLib.subtypes.data import Scaler, SubtypeWarning, patient_matrix
 
 
 def _table() -> pd.DataFrame:

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from .errors import InputError, RadTyperError
+from .io import read_feature_table
 from .patient import Patient
 from .summary import lesion_summary
 
@@ -253,18 +254,6 @@ def perturbed_path(features_csv: Path, kind: str) -> Path:
     return features_csv.with_name(f"{features_csv.stem}.{kind}.csv")
 
 
-def _read_table(path: str | Path):
-    import pandas as pd
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: file not found")
-    try:
-        return pd.read_csv(p, float_precision="round_trip")
-    except Exception as exc:  # pandas raises several parser errors
-        raise InputError(f"{p}: cannot read as CSV ({exc})") from None
-
-
 def cmd_robustness(args: argparse.Namespace) -> int:
     """``radtyper robustness --features CSV… --out DIR``."""
     import json as _json
@@ -277,14 +266,14 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     tables: dict[str, list] = {"original": [], "eroded": [], "dilated": []}
     for f in args.features:
         path = Path(f)
-        tables["original"].append(_read_table(path))
+        tables["original"].append(read_feature_table(path))
         for kind in ("eroded", "dilated"):
             sibling = perturbed_path(path, kind)
             if not sibling.is_file():
                 raise InputError(
                     f"{sibling}: not found; compute it with radtyper features … --out {path} --perturb-mm 1"
                 )
-            tables[kind].append(_read_table(sibling))
+            tables[kind].append(read_feature_table(sibling))
     frames = {k: pd.concat(v, ignore_index=True) for k, v in tables.items()}
     result = robust_features(
         frames["original"], frames["eroded"], frames["dilated"], threshold=args.threshold
@@ -311,7 +300,7 @@ def cmd_heterogeneity(args: argparse.Namespace) -> int:
     from .heterogeneity.report import heterogeneity_report
 
     report = heterogeneity_report(
-        _read_table(args.features),
+        read_feature_table(args.features),
         args.out,
         by=args.by,
         n_draws=args.draws,
@@ -333,7 +322,7 @@ def cmd_iith(args: argparse.Namespace) -> int:
     from .iith import IITHReference, iith_report, score_with_reference
     from .io import atomic_path
 
-    table = _read_table(args.features)
+    table = read_feature_table(args.features)
     if args.reference:
         scores = score_with_reference(table, IITHReference.load(args.reference))
         out = Path(args.out)

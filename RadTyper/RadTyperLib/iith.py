@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 from . import __version__
 from .errors import InputError
-from .io import atomic_path
+from .io import atomic_path, to_jsonable
 
 EPS = float(np.finfo(float).eps)  # R's .Machine$double.eps
 R_MAD_CONSTANT = 1.4826  # R's mad(constant = 1.4826)
@@ -441,7 +441,7 @@ class IITHReference:
         """Write the reference as JSON (atomic)."""
         data = {"format": REFERENCE_FORMAT, **asdict(self)}
         with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(_jsonable(data), indent=2), encoding="utf-8")
+            tmp.write_text(json.dumps(to_jsonable(data), indent=2), encoding="utf-8")
         return Path(path)
 
     @classmethod
@@ -739,20 +739,6 @@ def iith_cohort(
 
 
 # --- report -----------------------------------------------------------------------------------------------
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def patient_summary(result: IITHResult) -> dict[str, dict[str, Any]]:
     """Per patient: number of lesions, of high-IITH lesions, their fraction, mean and max HI."""
     out: dict[str, dict[str, Any]] = {}
@@ -879,7 +865,7 @@ def iith_report(
         ],
     }
     with atomic_path(files["json"]) as tmp:
-        tmp.write_text(json.dumps(_jsonable(summary), indent=2), encoding="utf-8")
+        tmp.write_text(json.dumps(to_jsonable(summary), indent=2), encoding="utf-8")
     return {**summary, "files": {k: str(v) for k, v in files.items()}}
 
 

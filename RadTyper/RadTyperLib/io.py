@@ -421,3 +421,58 @@ def write_patient(patient: Patient, out_dir: str | os.PathLike[str]) -> dict[str
     if patient.parenchyma is not None:
         files["parenchyma"] = write_image(patient.parenchyma, out / "parenchyma.nrrd")
     return files
+
+
+# --- tables and JSON ----------------------------------------------------------------------------------
+#: Identifier columns of RadTyper tables, always read as text (a patient "001" stays "001").
+ID_COLUMNS: tuple[str, ...] = ("lesion", "patient", "site", "modality", "cancer_type")
+
+
+def read_feature_table(source):
+    """A per-lesion feature table from a DataFrame (copied) or a CSV file (id columns as text, exact floats).
+
+    Raises:
+        InputError: the file is missing, not a readable CSV, or has no row.
+    """
+    import pandas as pd
+
+    if isinstance(source, pd.DataFrame):
+        return source.copy()
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"feature table not found: {path}")
+    try:
+        table = pd.read_csv(path, dtype=dict.fromkeys(ID_COLUMNS, str), float_precision="round_trip")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path.name}: not a readable CSV table ({exc})") from exc
+    if table.empty:
+        raise InputError(f"{path.name}: the table has no row")
+    return table
+
+
+def write_csv(frame, path: str | os.PathLike[str], **to_csv_kwargs) -> Path:
+    """Write a DataFrame as CSV atomically (no index unless asked)."""
+    to_csv_kwargs.setdefault("index", False)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, **to_csv_kwargs)
+    return Path(path)
+
+
+def to_jsonable(obj):
+    """``obj`` with numpy scalars/arrays, tuples and paths made JSON-ready; NaN/inf → None (JSON null)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, bool | np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        f = float(obj)
+        return f if np.isfinite(f) else None
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    return obj

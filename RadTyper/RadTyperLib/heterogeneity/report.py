@@ -30,7 +30,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, read_feature_table, to_jsonable, write_csv
 from .indexes import cosine_distance_matrix, heterogeneity_from_prepared, prepare
 from .robust import RobustResult, decorrelate
 from .sampling import (
@@ -57,26 +57,6 @@ OUTPUT_FILES: tuple[str, ...] = (
 )
 COHORT = "cohort"
 _MAX_PLOTTED_PATIENTS = 10
-
-
-def read_feature_table(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """A per-lesion feature table from a DataFrame (copied) or a CSV file (ids read as text)."""
-    if isinstance(source, pd.DataFrame):
-        return source.copy()
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"feature table not found: {path}")
-    try:
-        table = pd.read_csv(
-            path,
-            dtype={"lesion": str, "patient": str, "site": str, "modality": str},
-            float_precision="round_trip",
-        )
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path.name}: not a readable CSV table ({exc})") from exc
-    if table.empty:
-        raise InputError(f"{path.name}: the table has no row")
-    return table
 
 
 def _robust_list(robustness: Any) -> tuple[list[str] | None, bool]:
@@ -130,26 +110,6 @@ def select_features(
             f"robust (CCC ≥ 0.8) then one per correlation cluster (|r| ≥ 0.9): {len(kept)} of {len(present)}",
         )
     return list(features), f"explicit list ({len(list(features))} features)"
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, np.integer | bool | np.bool_):
-        return bool(obj) if isinstance(obj, bool | np.bool_) else int(obj)
-    if isinstance(obj, float | np.floating):
-        f = float(obj)
-        return None if not np.isfinite(f) else f
-    return obj
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
 
 
 def _index_row(rec: dict[str, Any], site: str) -> dict[str, Any]:
@@ -300,10 +260,10 @@ def heterogeneity_report(
         curve_rows.append({"patient": COHORT, **row})
 
     files = {name: out / name for name in OUTPUT_FILES}
-    _write_csv(pd.DataFrame(index_rows), files["heterogeneity.csv"])
-    _write_csv(pd.DataFrame(cv_rows, columns=["patient", "site", "feature", "cv", "note"]), files["cv.csv"])
-    _write_csv(pd.DataFrame(sampling_rows), files["sampling.csv"])
-    _write_csv(
+    write_csv(pd.DataFrame(index_rows), files["heterogeneity.csv"])
+    write_csv(pd.DataFrame(cv_rows, columns=["patient", "site", "feature", "cv", "note"]), files["cv.csv"])
+    write_csv(pd.DataFrame(sampling_rows), files["sampling.csv"])
+    write_csv(
         pd.DataFrame(curve_rows, columns=["patient", *pooled_curve.columns]), files["recovery_curves.csv"]
     )
     plotted: dict[str, pd.DataFrame] = {}
@@ -316,7 +276,7 @@ def heterogeneity_report(
     plot_recovery_curves(
         plotted, str(files["recovery_curves.png"]), title="Heterogeneity recovered by random sampling"
     )
-    result = _jsonable(result)
+    result = to_jsonable(result)
     with atomic_path(files["heterogeneity.json"]) as tmp:
         tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False, allow_nan=False), encoding="utf-8")
     result["files"] = {name: str(p) for name, p in files.items()}

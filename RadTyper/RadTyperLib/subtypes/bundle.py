@@ -38,13 +38,12 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, read_feature_table, to_jsonable
 from .data import (
     Scaler,
     SubtypeWarning,
     check_feature_columns,
     patient_matrix,
-    read_feature_table,
 )
 
 FORMAT_NAME = "radtyper-subtype-model"
@@ -79,27 +78,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        f = float(obj)
-        return f if np.isfinite(f) else None
-    return obj
-
-
 def write_json(obj: Any, path: Path) -> None:
     """Write JSON atomically (NaN → null)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(_jsonable(obj), indent=1, allow_nan=False), encoding="utf-8")
+        tmp.write_text(json.dumps(to_jsonable(obj), indent=1, allow_nan=False), encoding="utf-8")
 
 
 def subtype_profiles(

@@ -19,11 +19,9 @@ Patient ids come from the ``patient`` column; without it every row is its own pa
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -32,7 +30,6 @@ from ..errors import InputError
 
 AGGREGATIONS: tuple[str, ...] = ("largest", "mean")
 VOLUME = "burden_volume_mm3"
-_ID_DTYPES = {"lesion": str, "patient": str, "site": str, "modality": str, "cancer_type": str}
 
 
 class SubtypeWarning(UserWarning):
@@ -44,22 +41,6 @@ def wu_feature_names() -> tuple[str, ...]:
     from ..features import WU_FEATURE_NAMES
 
     return tuple(WU_FEATURE_NAMES)
-
-
-def read_feature_table(source: str | os.PathLike[str] | pd.DataFrame) -> pd.DataFrame:
-    """A per-lesion feature table from a DataFrame (copied) or a CSV file (id columns read as text)."""
-    if isinstance(source, pd.DataFrame):
-        return source.copy()
-    path = Path(source)
-    if not path.is_file():
-        raise InputError(f"feature table not found: {path}")
-    try:
-        table = pd.read_csv(path, dtype=_ID_DTYPES, float_precision="round_trip")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path.name}: not a readable CSV table ({exc})") from exc
-    if table.empty:
-        raise InputError(f"{path.name}: the table has no row")
-    return table
 
 
 def _short_list(items: Sequence[str], n: int = 12) -> str:

@@ -44,12 +44,12 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..io import atomic_path
+from ..io import atomic_path, read_feature_table, to_jsonable, write_csv
 from .autoencoder import AutoencoderModel, AutoencoderSettings, encode, import_torch, train_autoencoder
-from .bundle import SubtypeModel, _jsonable, now_utc, subtype_profiles, write_json
+from .bundle import SubtypeModel, now_utc, subtype_profiles, write_json
 from .classifier import ClassifierSettings, predict_labels, purity_cv, train_classifier
 from .consensus import DEFAULT_KS, ConsensusResult, consensus_cluster
-from .data import AGGREGATIONS, PatientMatrix, Scaler, SubtypeWarning, patient_matrix, read_feature_table
+from .data import AGGREGATIONS, PatientMatrix, Scaler, SubtypeWarning, patient_matrix
 from .validation import centroids_of, cluster_purity, cramers_v, igp_test
 
 EMBEDDINGS: tuple[str, ...] = ("autoencoder", "none")
@@ -304,11 +304,6 @@ def _reconstruct(ae: AutoencoderModel, z: np.ndarray) -> np.ndarray:
     return reconstruct(ae.state, z)
 
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
-
-
 def _write_consensus(cc: ConsensusResult, patients: list[str], d: Path) -> list[str]:
     d.mkdir(parents=True, exist_ok=True)
     with atomic_path(d / "consensus_matrices.npz") as tmp:
@@ -324,7 +319,7 @@ def _write_consensus(cc: ConsensusResult, patients: list[str], d: Path) -> list[
         for k in cc.ks
         for x, y in zip(cc.cdf_x, cc.cdf[k], strict=True)
     ]
-    _write_csv(pd.DataFrame(rows), d / "cdf.csv")
+    write_csv(pd.DataFrame(rows), d / "cdf.csv")
     summary = pd.DataFrame(
         {
             "k": cc.ks,
@@ -334,7 +329,7 @@ def _write_consensus(cc: ConsensusResult, patients: list[str], d: Path) -> list[
             "cluster_sizes": [" ".join(map(str, np.bincount(cc.labels[k], minlength=k))) for k in cc.ks],
         }
     )
-    _write_csv(summary, d / "summary.csv")
+    write_csv(summary, d / "summary.csv")
     return ["consensus/consensus_matrices.npz", "consensus/cdf.csv", "consensus/summary.csv"]
 
 
@@ -467,14 +462,14 @@ def discover(
     model.save(out)
     result["profiles"] = model.profiles
     files = ["model.json", "classifier.joblib"] + (["autoencoder.pt"] if s.embedding == "autoencoder" else [])
-    _write_csv(pd.DataFrame({"patient": pm.patients, "subtype": labels_all.astype(str)}), out / "labels.csv")
-    _write_csv(split, out / "split.csv")
+    write_csv(pd.DataFrame({"patient": pm.patients, "subtype": labels_all.astype(str)}), out / "labels.csv")
+    write_csv(split, out / "split.csv")
     files += ["labels.csv", "split.csv"]
     if s.save_consensus:
         files += _write_consensus(final.cc, final_pm.patients, out / "consensus")
     files.append("discovery.json")
     result["files"] = files
-    result = _jsonable(result)
+    result = to_jsonable(result)
     write_json(result, out / "discovery.json")
     return result
 
