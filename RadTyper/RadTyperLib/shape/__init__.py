@@ -5,9 +5,9 @@
 1. mask clean-up (largest 26-connected component, cavities filled), Gaussian smoothing (σ ≥ one in-plane
    voxel, ≥ 0.5 mm, ≥ half the slice thickness), near-isotropic resampling for 2.5–6k vertices, marching
    cubes, genus-0 check and repair (:mod:`.mesh`);
-2. bijective spherical parameterisation: conformalised mean-curvature flow, Möbius balancing, latitude
-   equalisation and L-BFGS area correction, every step guarded against inverted triangles
-   (:mod:`.spheremap`);
+2. bijective spherical parameterisation: conformalised mean-curvature flow, Möbius balancing and an L-BFGS
+   area correction run to convergence (strongly regularised for compact lesions; latitude equalisation
+   first for tube-like ones), every step guarded against inverted triangles (:mod:`.spheremap`);
 3. least-squares SPHARM expansion to degree 15, weighted by vertex area (:mod:`.spharm`);
 4. FOE alignment (exact parameter rotation + object rotation) and the features (:mod:`.descriptors`).
 
