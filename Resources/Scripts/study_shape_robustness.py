@@ -59,6 +59,7 @@ from RadTyperLib.perturb import (
 )
 from RadTyperLib.shape import FEATURE_GROUPS, FEATURE_NAMES, compute_shape
 from RadTyperLib.shape.descriptors import AXIS_FEATURE_NAMES, BURDEN_FEATURE_NAMES, ENERGY_FEATURE_NAMES
+from RadTyperLib.shape.spheremap import AREA_MAX_ITER
 from RadTyperLib.stats import group_summary, icc_features, relative_change
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -669,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
                 sorted(
                     j.lesion
                     for j, v in run.cache.items()
-                    if j.transform == "orig" and v["qc_area_iterations"] >= 300
+                    if j.transform == "orig" and v["qc_area_iterations"] >= AREA_MAX_ITER
                 )
             )
             or "none"
