@@ -519,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_cohort import add_cohort_commands
 
     add_cohort_commands(sub)
+    from .cli_seg import add_seg_commands
+
+    add_seg_commands(sub)
 
     p = sub.add_parser(
         "demo",
