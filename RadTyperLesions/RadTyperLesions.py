@@ -7,6 +7,7 @@ with plain pytest) and the numerics (seeded segmentation, parenchyma, QC) in ``R
 imported inside the functions that use them, never at module scope.
 """
 
+import pathlib
 from typing import Annotated
 
 import slicer
@@ -80,7 +81,8 @@ class RadTyperLesionsParameterNode:
     inputSegmentation - One segment per lesion.
     modality - auto, CT, MR or PET (one-click segmentation, parenchyma).
     seedPoints - Points placed on lesions for the one-click segmentation.
-    segmentationMethod - classical (training-free) or unet (a trained model, when configured).
+    segmentationMethod - classical (training-free) or unet (the U-Net model below) for marked points.
+    unetModel - Folder of a U-Net model trained with 'radtyper seg train' (for unet and "Auto-segment all").
     segmentOnPlace - Segment each point as soon as it is placed.
     parenchymaSegmentation - Organ tissue around the lesions for the margin shells.
     segmentEditorNode - State of the embedded Segment Editor (internal, not shown).
@@ -91,6 +93,7 @@ class RadTyperLesionsParameterNode:
     modality: Annotated[str, Choice(["auto", "CT", "MR", "PET"])] = "auto"
     seedPoints: vtkMRMLMarkupsFiducialNode
     segmentationMethod: Annotated[str, Choice(["classical", "unet"])] = "classical"
+    unetModel: pathlib.Path
     segmentOnPlace: bool = True
     parenchymaSegmentation: vtkMRMLSegmentationNode
     segmentEditorNode: vtkMRMLSegmentEditorNode
@@ -232,6 +235,25 @@ class RadTyperLesionsLogic(ScriptedLoadableModuleLogic):
             site=site,
             modality=parameters.modality,
             method=parameters.segmentationMethod,
+            unet_model=self._unetModel(parameters),
+        )
+
+    @staticmethod
+    def _unetModel(parameters):
+        """The configured U-Net model folder, or None."""
+        path = parameters.unetModel
+        return path if path is not None and str(path) not in ("", ".") else None
+
+    def autoSegmentAll(self, parameters, *, site: str | None = None, progress=None, shouldCancel=None):
+        """ "Auto-segment all lesions" with the U-Net: new segments only (``AutoSegmentOutcome``)."""
+        return self.lesions.auto_segment_all(
+            parameters.inputVolume,
+            parameters.inputSegmentation,
+            self._unetModel(parameters),
+            modality=parameters.modality,
+            site=site,
+            progress=progress,
+            should_cancel=shouldCancel,
         )
 
     def computeParenchyma(self, parameters):

@@ -2,8 +2,10 @@
 
 One segment per lesion. :class:`LesionsLogic` lists the lesions with their QC flags, centres slice views
 on a lesion, renames / tags / deletes a lesion (explicit user actions on the segment's metadata), adds new
-lesions from clicked points with the core's training-free seeded segmentation, and computes the automatic
-parenchyma mask used by the margin shells.
+lesions from clicked points with the core's training-free seeded segmentation or a trained U-Net
+(:meth:`LesionsLogic.add_lesions_from_points`), segments every lesion of the volume with a U-Net
+(:meth:`LesionsLogic.auto_segment_all`: new segments only, the user's segments untouched), and computes the
+automatic parenchyma mask used by the margin shells.
 
 It imports only the standard library, numpy, SimpleITK, vtk, Slicer's MRML classes and the core library
 (never Qt, ``slicer.util`` or the application): the scene comes from the nodes passed in, so the same code
@@ -48,6 +50,8 @@ PARENCHYMA_SEGMENT = "parenchyma"
 PARENCHYMA_COLOR = (0.55, 0.75, 0.95)
 QC_FLAGS: tuple[str, ...] = ("touches_border", "holes", "too_small", "disconnected")
 SEGMENTATION_METHODS: tuple[str, ...] = ("classical", "unet")
+#: Segment tag recording how a lesion segment was made (``unet`` for automatic ones: "accept or edit").
+SOURCE_TAG = "RadTyper.Source"
 _FLIP = np.diag([-1.0, -1.0, 1.0])
 
 
@@ -110,6 +114,22 @@ class SeededOutcome:
     volume_mm3: float = 0.0
     skipped: str = ""
     qc: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AutoSegmentOutcome:
+    """What "Auto-segment all lesions" produced: the new segments (largest first) and notes."""
+
+    segment_ids: list[str] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    volumes_mm3: list[float] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def empty(self) -> bool:
+        """True when no lesion was added."""
+        return not self.segment_ids
 
 
 # --- helpers ----------------------------------------------------------------------------------------------
@@ -353,15 +373,34 @@ class LesionsLogic:
         return True
 
     @staticmethod
-    def _check_method(method: str) -> None:
-        if method == "unet":
-            raise ComponentMissingError(
-                "No trained U-Net model is configured; use the classical (training-free) method"
-            )
+    def _check_method(method: str, unet_model: Any = None) -> None:
         if method not in SEGMENTATION_METHODS:
             raise InputError(
                 f"Unknown segmentation method '{method}'; use one of {', '.join(SEGMENTATION_METHODS)}"
             )
+        if method == "unet" and not _model_given(unet_model):
+            raise ComponentMissingError(
+                "No trained U-Net model is configured (train one with 'radtyper seg train'); "
+                "select its folder or use the classical (training-free) method"
+            )
+
+    @staticmethod
+    def load_unet(unet_model: Any) -> Any:
+        """The U-Net bundle of a model folder (a loaded bundle is returned as is).
+
+        Raises:
+            ComponentMissingError: no model given, or this installation lacks torch / the U-Net code.
+            InputError: not a valid RadTyper U-Net bundle (the message says why).
+        """
+        if not _model_given(unet_model):
+            raise ComponentMissingError("No trained U-Net model is configured")
+        try:
+            from RadTyperLib.segmentation.unet import load_unet_bundle
+        except ImportError as exc:
+            raise ComponentMissingError(f"U-Net segmentation is not available here: {exc}") from None
+        if not isinstance(unet_model, str | bytes) and hasattr(unet_model, "modality"):
+            return unet_model
+        return load_unet_bundle(str(unet_model))
 
     def existing_labels(
         self, volume_node: Any, segmentation_node: Any, image: sitk.Image | None = None
@@ -387,6 +426,7 @@ class LesionsLogic:
         site: str | None = None,
         modality: str = "auto",
         method: str = "classical",
+        unet_model: Any = None,
     ) -> SeededOutcome:
         """Segment the lesion under ``point_ras`` into a new segment (the other segments are not touched).
 
@@ -403,6 +443,7 @@ class LesionsLogic:
             site=site,
             modality=modality,
             method=method,
+            unet_model=unet_model,
             skip_failures=False,
         )
         return outcomes[0]
@@ -417,17 +458,20 @@ class LesionsLogic:
         site: str | None = None,
         modality: str = "auto",
         method: str = "classical",
+        unet_model: Any = None,
         skip_failures: bool = True,
     ) -> list[SeededOutcome]:
         """ "Segment all marked lesions": one new segment per point, none overlapping the others.
 
-        With ``skip_failures`` a point that yields no lesion (air, inside a lesion, too small) is reported in
-        its outcome's ``skipped``; otherwise its LesionError is raised (and nothing is added).
+        ``method``: ``classical`` (training-free region growing) or ``unet`` (the lesion component of the
+        U-Net ``unet_model`` — a model folder or a loaded bundle — at each point). With ``skip_failures`` a
+        point that yields no lesion (air, inside a lesion, too small) is reported in its outcome's
+        ``skipped``; otherwise its LesionError is raised (and nothing is added).
         """
         _require(volume_node, "vtkMRMLScalarVolumeNode", "input volume")
         _require(segmentation_node, "vtkMRMLSegmentationNode", "lesion segmentation")
-        self._check_method(method)
-        seeded = self.seeded_module()
+        self._check_method(method, unet_model)
+        seeded = self.load_unet(unet_model) if method == "unet" else self.seeded_module()
         if not len(points_ras):
             raise InputError("Place at least one point on a lesion first")
         canonical_site = None
@@ -452,7 +496,14 @@ class LesionsLogic:
                     given = f"lesion_{k}"
             lesion_names.append(given)
         points_lps = [tuple(float(v) for v in _FLIP @ np.asarray(p, dtype=float)[:3]) for p in points_ras]
-        if skip_failures:
+        if method == "unet":
+            results = [
+                _unet_at_point(seeded, image, p, existing, modality, n)
+                for p, n in zip(points_lps, lesion_names, strict=True)
+            ]
+            if not skip_failures and (results[0].skipped or not np.any(results[0].mask_zyx)):
+                raise LesionError(lesion_names[0], results[0].skipped or "no lesion found at this point")
+        elif skip_failures:
             results = seeded.segment_from_points(
                 image, points_lps, names=lesion_names, existing_labels=existing, modality=modality
             )
@@ -476,13 +527,95 @@ class LesionsLogic:
                     raise LesionError(lesion_name, outcome.skipped)
                 outcomes.append(outcome)
                 continue
-            tags = {SITE_TAG: canonical_site} if canonical_site else None
+            tags = {SITE_TAG: canonical_site} if canonical_site else {}
+            if method == "unet":
+                tags[SOURCE_TAG] = "unet"
             outcome.segment_id = add_mask_segment(
-                segmentation_node, mask, volume_node, lesion_name, tags=tags
+                segmentation_node, mask, volume_node, lesion_name, tags=tags or None
             )
             outcome.volume_mm3 = float(np.count_nonzero(mask) * np.prod(image.GetSpacing()))
             outcomes.append(outcome)
         return outcomes
+
+    def auto_segment_all(
+        self,
+        volume_node: Any,
+        segmentation_node: Any,
+        unet_model: Any,
+        *,
+        modality: str = "auto",
+        site: str | None = None,
+        roi_ras: Sequence[float] | None = None,
+        threshold: float | None = None,
+        min_size_mm3: float | None = None,
+        progress: Any = None,
+        should_cancel: Any = None,
+    ) -> AutoSegmentOutcome:
+        """ "Auto-segment all lesions": every lesion the U-Net finds becomes a new segment (largest first).
+
+        The user's segments are never modified: their voxels are excluded from the prediction, and each new
+        segment (named ``lesion_<k>``, tagged ``RadTyper.Source = unet`` and with ``site`` when given) has its
+        own labelmap, for the user to accept, edit or delete.
+
+        Args:
+            roi_ras: optional box ``(x1, y1, z1, x2, y2, z2)``: two opposite corners in RAS mm.
+            threshold, min_size_mm3: probability threshold and smallest lesion (mm³); default: the model's.
+            progress: ``progress(fraction, message)``; should_cancel: polled between batches of slices
+                (cancelling raises ``RadTyperLib.features.Cancelled`` and adds nothing).
+
+        Raises:
+            ComponentMissingError: no model / no torch. InputError: bad model, model of another modality, bad
+            ROI, no volume or segmentation.
+        """
+        import time
+
+        t0 = time.perf_counter()
+        _require(volume_node, "vtkMRMLScalarVolumeNode", "input volume")
+        _require(segmentation_node, "vtkMRMLSegmentationNode", "lesion segmentation")
+        bundle = self.load_unet(unet_model)
+        from RadTyperLib.segmentation.unet import segment_lesions
+
+        canonical_site = None
+        if site is not None:
+            from RadTyperLib.sites import normalize_site
+
+            canonical_site = normalize_site(site, context="new lesion")
+        roi_lps = None
+        if roi_ras is not None:
+            r = np.asarray(roi_ras, dtype=float).reshape(2, 3)
+            roi_lps = tuple(float(v) for v in (r @ _FLIP).ravel())  # each corner RAS → LPS
+        image = volume_to_sitk(volume_node)
+        existing = (
+            sitk.GetArrayViewFromImage(self.existing_labels(volume_node, segmentation_node, image)) != 0
+        )
+        result = segment_lesions(
+            image,
+            bundle,
+            modality=modality,
+            roi_lps_mm=roi_lps,
+            threshold=threshold,
+            min_size_mm3=min_size_mm3,
+            exclude=existing,
+            progress=progress,
+            should_cancel=should_cancel,
+            source=volume_node.GetName() or "volume",
+        )
+        outcome = AutoSegmentOutcome(messages=list(result.messages))
+        tags = {SOURCE_TAG: "unet", **({SITE_TAG: canonical_site} if canonical_site else {})}
+        for label, volume in enumerate(result.volumes_mm3, start=1):
+            mask = (result.labels == label) & ~existing
+            if not mask.any():
+                continue
+            name = self.unique_lesion_name(segmentation_node)
+            outcome.segment_ids.append(
+                add_mask_segment(segmentation_node, mask, volume_node, name, tags=dict(tags))
+            )
+            outcome.names.append(name)
+            outcome.volumes_mm3.append(float(volume))
+        if outcome.empty and not outcome.messages:
+            outcome.messages.append("no lesion found")
+        outcome.elapsed_s = time.perf_counter() - t0
+        return outcome
 
     @staticmethod
     def points_from_markups(markups_node: Any) -> tuple[list[tuple[float, float, float]], list[str]]:
@@ -569,3 +702,43 @@ class LesionsLogic:
         add_mask_segment(node, union, volume_node, PARENCHYMA_SEGMENT, color=PARENCHYMA_COLOR)
         self.set_parenchyma(segmentation_node, node)
         return node
+
+
+def _model_given(model: Any) -> bool:
+    """True when a U-Net model (a folder path or a loaded bundle) is configured."""
+    if model is None:
+        return False
+    if hasattr(model, "modality"):
+        return True
+    return str(model) not in ("", ".")
+
+
+@dataclass
+class _UNetPointResult:
+    mask_zyx: np.ndarray
+    skipped: str = ""
+    qc: dict[str, Any] = field(default_factory=dict)
+
+
+def _unet_at_point(
+    bundle: Any,
+    image: sitk.Image,
+    point_lps: Sequence[float],
+    existing: sitk.Image,
+    modality: str,
+    lesion: str,
+) -> _UNetPointResult:
+    """The U-Net lesion component at one clicked point (empty mask + reason when there is none)."""
+    from RadTyperLib.segmentation.unet import segment_lesions
+
+    occupied = sitk.GetArrayViewFromImage(existing) != 0
+    result = segment_lesions(
+        image, bundle, modality=modality, points_lps_mm=[point_lps], exclude=occupied, source=lesion
+    )
+    if result.empty:
+        reason = "; ".join(result.messages) or "the U-Net found no lesion at this point"
+        return _UNetPointResult(np.zeros(occupied.shape, dtype=bool), skipped=reason)
+    return _UNetPointResult(
+        result.labels == 1,
+        qc={"unet_probability_threshold": result.threshold, "unet_volume_mm3": result.volumes_mm3[0]},
+    )

@@ -37,6 +37,7 @@ class LesionsWidget(VTKObservationMixin):
         self.observedSegmentation = None
         self.observedPoints = None
         self.busy = False
+        self.cancelRequested = False
 
         sites = list(self.logic.lesions.site_names())
         self.ui.siteComboBox.addItems(sites)
@@ -60,6 +61,8 @@ class LesionsWidget(VTKObservationMixin):
         self.ui.segmentLastPointButton.connect("clicked(bool)", self.onSegmentLastPoint)
         self.ui.segmentAllPointsButton.connect("clicked(bool)", self.onSegmentAllPoints)
         self.ui.computeParenchymaButton.connect("clicked(bool)", self.onComputeParenchyma)
+        self.ui.autoSegmentAllButton.connect("clicked(bool)", self.onAutoSegmentAll)
+        self.ui.autoSegmentCancelButton.connect("clicked(bool)", self.onAutoSegmentCancel)
 
     # --- parameter node -----------------------------------------------------------------------------------
     def setParameterNode(self, parameterNode) -> None:
@@ -95,6 +98,9 @@ class LesionsWidget(VTKObservationMixin):
         hasPoints = bool(points and points.GetNumberOfControlPoints())
         self.ui.segmentLastPointButton.enabled = ready and hasPoints
         self.ui.segmentAllPointsButton.enabled = ready and hasPoints
+        hasModel = bool(p and p.unetModel is not None and str(p.unetModel) not in ("", "."))
+        self.ui.autoSegmentAllButton.enabled = ready and hasModel
+        self.ui.autoSegmentCancelButton.enabled = self.busy
         self.onLesionSelectionChanged(jump=False)
 
     def observeSegmentation(self, segmentation) -> None:
@@ -284,6 +290,66 @@ class LesionsWidget(VTKObservationMixin):
             self.ui.autoSegmentationStatusLabel.text = "\n".join(lines)
         self.refresh()
         self.updateGui()
+
+    # --- U-Net: auto-segment all lesions ------------------------------------------------------------------
+    def onAutoSegmentAll(self) -> None:
+        """Run the U-Net on the whole volume with a progress bar and Cancel (events processed per batch)."""
+        if self.busy or not self.ensureRequirements():
+            return
+        self.busy = True
+        self.cancelRequested = False
+        bar = self.ui.autoSegmentProgressBar
+        bar.value = 0
+        bar.visible = True
+        self.ui.autoSegmentationStatusLabel.text = _("Auto-segmenting all lesions…")
+        self.updateGui()
+
+        def progress(fraction: float, message: str = "") -> None:
+            bar.value = round(100 * fraction)
+            if message:
+                self.ui.autoSegmentationStatusLabel.text = message
+            slicer.app.processEvents()
+
+        def shouldCancel() -> bool:
+            slicer.app.processEvents()
+            return self.cancelRequested
+
+        outcome = None
+        try:
+            from RadTyperLib.features import Cancelled
+
+            with reportErrors(
+                _("Automatic segmentation failed."), statusLabel=self.ui.autoSegmentationStatusLabel
+            ):
+                try:
+                    outcome = self.logic.autoSegmentAll(
+                        self.parameterNode,
+                        site=self.ui.newLesionSiteComboBox.currentText,
+                        progress=progress,
+                        shouldCancel=shouldCancel,
+                    )
+                except Cancelled:
+                    self.ui.autoSegmentationStatusLabel.text = _("Cancelled: no segment was added.")
+        finally:
+            self.busy = False
+            bar.visible = False
+        if outcome is not None:
+            if outcome.empty:
+                self.ui.autoSegmentationStatusLabel.text = "\n".join(outcome.messages)
+            else:
+                lines = [
+                    _("'{name}': {volume:.0f} mm³").format(name=n, volume=v)
+                    for n, v in zip(outcome.names, outcome.volumes_mm3, strict=True)
+                ]
+                header = _(
+                    "{n} new segment(s) from the U-Net ({seconds:.0f} s): check, edit or delete them."
+                ).format(n=len(outcome.names), seconds=outcome.elapsed_s)
+                self.ui.autoSegmentationStatusLabel.text = "\n".join([header, *lines, *outcome.messages])
+        self.refresh()
+        self.updateGui()
+
+    def onAutoSegmentCancel(self) -> None:
+        self.cancelRequested = True
 
     # --- parenchyma ---------------------------------------------------------------------------------------
     def onComputeParenchyma(self) -> None:
