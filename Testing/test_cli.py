@@ -120,9 +120,15 @@ def test_bad_input_gives_one_line_errors(case):
 
 @pytest.mark.slow
 def test_demo_writes_a_consistent_patient(tmp_path):
+    import time
+
     out = tmp_path / "demo-out"
+    start = time.perf_counter()
     res = run("demo", "--out", str(out))
+    seconds = time.perf_counter() - start
     assert res.returncode == 0, res.stderr
+    assert seconds < 120, f"the demo took {seconds:.0f} s"  # ~20 s on one free core
+    assert "demo: subtype S" in res.stdout and "report/index.html" in res.stdout
     for name in (
         "image.nrrd",
         "image_mr.nrrd",
@@ -143,6 +149,44 @@ def test_demo_writes_a_consistent_patient(tmp_path):
         assert p.lesion(row["lesion"]).site == row["site"]
         assert p.lesion_volume_mm3(row["lesion"]) == pytest.approx(float(row["volume_mm3"]), rel=1e-6)
     assert p.modality == "CT" and np.percentile(p.image_array(), 1) < -500
+    _check_demo_subtype_and_report(out)
+
+
+def _check_demo_subtype_and_report(out: Path) -> None:
+    """subtype.csv = the shipped default model's prediction from features.csv; report/ links real figures."""
+    import re
+
+    import pandas as pd
+
+    from RadTyperLib.subtypes import default_model_path, load_bundle, predict
+
+    model_dir = default_model_path()
+    assert model_dir is not None, "the default subtype model is part of the repository"
+    model = load_bundle(model_dir)
+    sub = pd.read_csv(out / "subtype.csv", dtype={"patient": str})
+    assert list(sub.columns) == ["patient", "subtype", *[f"p_{s}" for s in model.subtypes]]
+    assert sub["patient"].tolist() == ["demo"] and sub["subtype"].iloc[0] in model.subtypes
+    probs = sub[[f"p_{s}" for s in model.subtypes]].iloc[0]
+    assert probs.sum() == pytest.approx(1.0, abs=1e-5) and (probs >= 0).all()
+    assert probs.idxmax() == f"p_{sub['subtype'].iloc[0]}"
+    again = predict(model_dir, out / "features.csv")  # the same prediction through the API
+    np.testing.assert_allclose(again[probs.index].to_numpy()[0], probs.to_numpy(), atol=1e-6)
+
+    index = out / "report" / "index.html"
+    text = index.read_text(encoding="utf-8")
+    srcs = re.findall(r'<img src="([^"]+)"', text)
+    for name in ("consensus.png", "consensus_cdf.png", "subtypes.png", "profile.png", "heterogeneity.png"):
+        assert name in srcs, name
+    assert "figures/recovery_curves.png" in srcs
+    for src in srcs:
+        png = out / "report" / src
+        assert png.is_file() and png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Demo patient: predicted subtype" in text and "not for clinical use" in text
+    assert f"<td>{sub['subtype'].iloc[0]}</td>" in text
+    labels = pd.read_csv(model_dir / "labels.csv")
+    assert f"{len(labels)} patient(s) in {model.k} subtype(s)." in text
+    profile = pd.read_csv(out / "report" / "profile.csv", index_col=0)
+    assert list(profile.index) == model.subtypes and int(profile["n"].sum()) == len(labels)
 
 
 def test_failed_demo_writes_nothing(tmp_path, monkeypatch):

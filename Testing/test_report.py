@@ -251,3 +251,53 @@ def test_consensus_result_like_object_and_shared_grid(tmp_path):
         assert f'src="{name}"' in index.read_text()
     with pytest.raises(InputError, match="CDF values for 100 grid points"):
         plot_consensus_cdf({2: grid[:50]}, [0.7], tmp_path / "bad.png", x=grid)
+
+
+def test_subtype_profile_section_and_extra_sections(tmp_path):
+    """With the RadTyper feature columns, the report adds the Fig. 3c profile (PNG + CSV) of the subtypes."""
+    from RadTyperLib.report import cohort_report, plot_subtype_profile
+    from RadTyperLib.subtypes.profile import PROFILE_GROUPS, subtype_profile
+
+    rng = np.random.default_rng(11)
+    n = 60
+    subtype = np.repeat(["S1", "S2", "S3"], n // 3)
+    big, sharp, rough = (subtype == "S1"), (subtype == "S2"), (subtype == "S3")
+    cols = {f: rng.normal(0, 1, n) for members in PROFILE_GROUPS.values() for f in members}
+    cols["burden_volume_mm3"] = np.exp(7 + 1.5 * big + 0.3 * rng.normal(size=n))
+    cols["burden_mean_radius_mm"] = 6 + 5 * big + rng.normal(0, 0.5, n)
+    for f, sign in PROFILE_GROUPS["margin_sharpness"].items():
+        cols[f] = cols[f] + 3 * sign * sharp
+    for f in PROFILE_GROUPS["irregularity"]:
+        cols[f] = cols[f] + 3 * rough
+    table = pd.DataFrame({"patient": [f"P{i:02d}" for i in range(n)], "lesion": "L1", **cols})
+    labels = pd.DataFrame({"patient": table["patient"], "subtype": subtype})
+
+    prof = subtype_profile(table, labels)
+    g = prof.groups
+    assert list(g.index) == ["S1", "S2", "S3"] and g["n"].tolist() == [20, 20, 20]
+    assert g["burden"].idxmax() == "S1" and g["margin_sharpness"].idxmax() == "S2"
+    assert g["irregularity"].idxmax() == "S3" and abs(g["symmetry"]).max() < 0.6  # symmetry: noise only
+    # the group value is the mean of the signed per-feature mean z-scores
+    z = (table["region_tim_pm5_correl"] - table["region_tim_pm5_correl"].mean()) / table[
+        "region_tim_pm5_correl"
+    ].std()
+    assert prof.features.loc["S2", "region_tim_pm5_correl"] == pytest.approx(z[sharp].mean())
+    manual = np.mean([s * prof.features.loc["S2", f] for f, s in PROFILE_GROUPS["margin_sharpness"].items()])
+    assert g.loc["S2", "margin_sharpness"] == pytest.approx(manual)
+    _png_ok(plot_subtype_profile(prof, tmp_path / "p.png"), min_w=250, min_h=150)
+
+    out = tmp_path / "r"
+    index = cohort_report(
+        out,
+        labels=labels,
+        features=table,
+        extra_sections=[ReportSection("Extra", "one more", tables=[("t", pd.DataFrame({"a": [1]}))])],
+    )
+    text = index.read_text(encoding="utf-8")
+    assert re.findall(r'<img src="([^"]+)"', text) == ["subtypes.png", "profile.png"]
+    assert "as Wu et al. Fig. 3c" in text and text.rstrip().endswith("</html>")
+    assert text.index("<h2>Extra</h2>") > text.index("profile.png")
+    saved = pd.read_csv(out / "profile.csv", index_col=0)
+    assert saved.loc["S1", "burden"] == pytest.approx(g.loc["S1", "burden"], abs=1e-3)
+    with pytest.raises(InputError, match="none of the profile features"):
+        subtype_profile(table[["patient", "lesion"]].assign(x=1.0), labels)

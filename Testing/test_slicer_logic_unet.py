@@ -19,12 +19,13 @@ pytest.importorskip("slicer")
 pytest.importorskip("torch")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import RadTyperMRML as bridge  # noqa: E402
-from RadTyperLib.errors import InputError  # noqa: E402
-from RadTyperLib.features import Cancelled  # noqa: E402
-from RadTyperMRML.lesions_logic import SOURCE_TAG, ComponentMissingError, LesionsLogic  # noqa: E402
-from test_slicer_logic_lesions import _full_mask, segmentation_checksum  # noqa: E402
-from test_unet_infer import blob_image, index_to_lps, install_oracle, random_bundle  # noqa: E402
+from test_slicer_logic_lesions import _full_mask, segmentation_checksum
+from test_unet_infer import blob_image, index_to_lps, install_oracle, random_bundle
+
+import RadTyperMRML as bridge
+from RadTyperLib.errors import InputError
+from RadTyperLib.features import Cancelled
+from RadTyperMRML.lesions_logic import SOURCE_TAG, ComponentMissingError, LesionsLogic
 
 pytestmark = pytest.mark.mrml
 ROT = np.array([[0.8, -0.6, 0.0], [0.6, 0.8, 0.0], [0.0, 0.0, 1.0]])

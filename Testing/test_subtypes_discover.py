@@ -44,7 +44,7 @@ def planted(tmp_path_factory):
 def noise(tmp_path_factory):
     table, _ = planted_cohort(200, 0, seed=1)
     out = tmp_path_factory.mktemp("noise")
-    with pytest.warns(SubtypeWarning, match="ambiguous"):
+    with pytest.warns(SubtypeWarning, match="ambiguous.*no local minimum"):
         res = discover(
             table, out, **{**FAST, "purity_repeats": 0, "clf_max_iter": 5, "igp_permutations": 500}
         )
@@ -58,6 +58,7 @@ def test_planted_subtypes_recovered(planted):
     labels = pd.read_csv(out / "labels.csv", dtype={"patient": str})
     assert list(labels.columns) == ["patient", "subtype"] and len(labels) == 300
     assert res["k"] == 4 and res["subtypes"] == ["S1", "S2", "S3", "S4"]
+    assert res["consensus"]["k_pac"] == 4 and res["consensus"]["pac_local_minimum"] is True
     assert adjusted_rand_score(truth, labels["subtype"]) >= 0.9
     assert res["pac_at_k"] < 0.05 and res["weak_structure"] is False
     val = res["validation"]
@@ -174,6 +175,9 @@ def test_noise_not_claimed_as_clusters(noise):
     res = noise
     assert res["weak_structure"] is True
     assert min(res["consensus"]["pac"].values()) > 0.2
+    # PAC only falls as k grows (no local minimum): flagged whatever its level at the largest k
+    assert res["consensus"]["pac_local_minimum"] is False and res["k"] == 10
+    assert res["validation"]["discovery"]["pac_local_minimum"] is False
     assert min(res["validation"]["discovery"]["pac"].values()) > 0.2
     p = np.array([v for v in res["validation"]["igp"]["p_value"] if v is not None], dtype=float)
     assert np.median(p) > 0.1 and np.mean(p < 0.05) <= 0.3

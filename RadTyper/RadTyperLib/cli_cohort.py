@@ -80,7 +80,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def load_consensus(model_dir: Path) -> dict[str, Any] | None:
-    """Consensus matrix, labels and CDFs at the chosen k from a ``radtyper discover`` folder (or None)."""
+    """Consensus matrix, labels and CDFs at the chosen k from a ``radtyper discover`` folder (or None).
+
+    The labels are the subtype names of ``labels.csv`` (cluster i → ``S{i+1}``).
+    """
     import json
 
     import numpy as np
@@ -98,7 +101,7 @@ def load_consensus(model_dir: Path) -> dict[str, Any] | None:
     deltas = pd.read_csv(summary)
     return {
         "matrix": arrays[f"k{k}"],
-        "labels": arrays[f"labels_k{k}"],
+        "labels": [f"S{int(v) + 1}" for v in arrays[f"labels_k{k}"]],
         "cdf": {int(kk): g["cdf"].to_numpy() for kk, g in curves.groupby("k")},
         "cdf_x": curves.loc[curves["k"] == curves["k"].iloc[0], "consensus_index"].to_numpy(),
         "delta_area": dict(zip(deltas["k"].astype(int), deltas["delta_area"], strict=True)),

@@ -43,6 +43,7 @@ def write_features_and_reconstructions(patient: Patient, out: Path, log: Log) ->
     table, results = patient_features(patient, progress=lambda f, m: log(f"  [{f * 100:3.0f} %] {m}"))
     table.to_csv(out / "features.csv", index=False, float_format="%.8g")
     write_heterogeneity(table, out / "heterogeneity", log)
+    write_subtype_and_report(table, out, log)
     figures = out / "reconstructions"
     figures.mkdir()
     for res in results:
@@ -66,11 +67,66 @@ def write_heterogeneity(table, out: Path, log: Log) -> None:
     )
 
 
+def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
+    """``subtype.csv`` (the patient's subtype with the shipped default model) and the cohort report in
+    ``out/report/`` (the default model's discovery, subtype profile and the patient's heterogeneity).
+
+    Returns the report's ``index.html``, or None when this installation has no default model or lacks
+    scikit-learn (the demo then says so and goes on without them).
+    """
+    from .subtypes.default_model import default_model_path
+
+    model_dir = default_model_path()
+    if model_dir is None:
+        log("demo: no default subtype model in this installation: subtype and cohort report skipped")
+        return None
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        log("demo: scikit-learn is not installed (pip install 'radtyper[ml]'): subtype and report skipped")
+        return None
+    from .cli_cohort import load_consensus
+    from .report import ReportSection, cohort_report
+    from .subtypes import load_bundle
+
+    model = load_bundle(model_dir)
+    prediction = model.predict(table)
+    prediction.to_csv(out / "subtype.csv", index=False, float_format="%.6g")
+    row = prediction.iloc[0]
+    log(
+        f"demo: subtype {row['subtype']} (p = {row['p_' + row['subtype']]:.2f}) with the default model "
+        f"(synthetic reference cohort — not the paper's model, not for clinical use)"
+    )
+    reference = model_dir / "reference" / "features.csv.gz"
+    consensus = load_consensus(model_dir)
+    html = cohort_report(
+        out / "report",
+        labels=model_dir / "labels.csv",
+        consensus=consensus,
+        features=reference if reference.is_file() else None,
+        heterogeneity=out / "heterogeneity",
+        extra_sections=[
+            ReportSection(
+                "Demo patient: predicted subtype",
+                f"Subtype of the demo patient (largest lesion) predicted by the default model. "
+                f"{model.provenance}",
+                tables=[("Predicted subtype and class probabilities", prediction)],
+            )
+        ],
+        title="RadTyper demo report: default subtype model and the demo patient",
+    )
+    log(f"demo: cohort report of the default model and the demo patient → {html.relative_to(out)}")
+    return html
+
+
 def run_demo(out_dir: str | os.PathLike[str], *, seed: int = 0, log: Log = print) -> list[Path]:
     """Generate the demo patient (CT and MR-like) and run the pipeline; return the written files.
 
     Writes the patient (image.nrrd, image_mr.nrrd, lesions.seg.nrrd, parenchyma.nrrd, sites.csv),
-    lesions.csv, features.csv, reconstructions/<lesion>.png and heterogeneity/ (report files).
+    lesions.csv, features.csv, reconstructions/<lesion>.png, heterogeneity/ (report files), subtype.csv
+    (the subtype predicted by the shipped default model: patient, subtype, p_<subtype>…) and report/ (the
+    HTML cohort report: the default model's consensus clustering, features and Fig. 3c profile by subtype,
+    the demo patient's subtype and heterogeneity).
     """
     from .io import write_image, write_patient
     from .phantoms import make_patient

@@ -353,6 +353,36 @@ def plot_subtype_heatmap(
     return _save(fig, path)
 
 
+def plot_subtype_profile(profile: Any, path: PathLike, *, title: str | None = None) -> Path:
+    """Heatmap of a :class:`~RadTyperLib.subtypes.profile.SubtypeProfile` (Wu et al. Fig. 3c): feature groups
+    (rows: burden, margin sharpness, irregularity, symmetry) × subtypes (columns), mean signed z-scores."""
+    groups = profile.groups
+    names = [c for c in groups.columns if c != "n"]
+    values = groups[names].to_numpy(float).T  # groups × subtypes
+    if values.size == 0:
+        raise InputError("empty subtype profile")
+    n_g, n_s = values.shape
+    fig = _figure(max(4.2, 1.0 * n_s + 3.2), 0.55 * n_g + 1.8)
+    ax = fig.add_subplot(1, 1, 1)
+    finite = values[np.isfinite(values)]
+    vmax = float(np.clip(np.abs(finite).max() if finite.size else 1.0, 0.5, 3.0))
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(n_s))
+    ax.set_xticklabels([f"{s}\n(n={int(n)})" for s, n in zip(groups.index, groups["n"], strict=True)])
+    ax.set_yticks(range(n_g))
+    ax.set_yticklabels([g.replace("_", " ") for g in names])
+    for i in range(n_g):
+        for j in range(n_s):
+            v = values[i, j]
+            text = "n/a" if not np.isfinite(v) else f"{v:+.2f}"
+            color = "white" if np.isfinite(v) and abs(v) > 0.6 * vmax else "black"
+            ax.text(j, i, text, ha="center", va="center", fontsize=8, color=color)
+    ax.set_xlabel("subtype")
+    fig.colorbar(im, ax=ax, label="mean signed z-score", shrink=0.8)
+    ax.set_title(title or "Subtype profile (+ = larger / sharper / more irregular / rounder)")
+    return _save(fig, path)
+
+
 # --- heterogeneity ----------------------------------------------------------------------------------------
 def _load_heterogeneity(source: Any) -> dict[str, Any]:
     if isinstance(source, Mapping):
@@ -611,6 +641,32 @@ def _read_table(source: Any, what: str, id_col: str = "patient") -> Any:
         raise InputError(f"{p}: not a readable CSV table ({exc})") from None
 
 
+def _profile_section(feats: Any, label_table: Any, group: str, out: Path) -> ReportSection | None:
+    """The Fig. 3c profile section (None when the table lacks the RadTyper features)."""
+    from .subtypes.profile import PROFILE_GROUPS, subtype_profile
+
+    if not any(f in feats.columns for members in PROFILE_GROUPS.values() for f in members):
+        return None
+    labels = label_table[["patient", group]].rename(columns={group: "subtype"})
+    aggregation = "largest" if "burden_volume_mm3" in feats.columns else "mean"
+    prof = subtype_profile(feats, labels, aggregation=aggregation)
+    table = prof.groups.round(3)
+    with atomic_path(out / "profile.csv") as tmp:
+        table.to_csv(tmp)
+    png = plot_subtype_profile(prof, out / "profile.png")
+    return ReportSection(
+        "Subtype profile (as Wu et al. Fig. 3c)",
+        "Per subtype, the mean z-score (z over the patients, "
+        + ("largest lesion each" if aggregation == "largest" else "mean over each patient's lesions")
+        + ") of four feature groups, "
+        "signed so that + = larger (burden: volume, radius), sharper margin (TIM–PM5/PM10 histogram "
+        "distances), more irregular (SPHARM energies of degrees 8–15), more symmetric (moment-ellipsoid "
+        "axes). Values rank the subtypes of this cohort; they are not comparable between cohorts.",
+        figures=[(png, "Subtype profile: feature groups × subtypes")],
+        tables=[("Subtype profile (mean signed z-scores)", table)],
+    )
+
+
 def cohort_report(
     out_dir: PathLike,
     *,
@@ -626,6 +682,7 @@ def cohort_report(
     consensus: Any = None,
     heterogeneity: Any = None,
     extra_figures: Sequence[Any] = (),
+    extra_sections: Sequence[Any] = (),
     n_boot: int = 1000,
     seed: int = 0,
     title: str = "RadTyper cohort report",
@@ -643,7 +700,11 @@ def cohort_report(
       ``consensus.png`` (chosen k) and ``consensus_cdf.png`` (see :func:`plot_consensus_cdf`);
     * ``heterogeneity``: a ``radtyper heterogeneity`` folder or its JSON → ``heterogeneity.png`` and its
       ``recovery_curves.png`` (copied);
-    * ``extra_figures``: other PNGs (``path`` or ``(path, caption)``).
+    * ``labels`` with ``features`` that hold the 313 RadTyper features: also ``profile.png`` and
+      ``profile.csv``, the per-subtype profile of Wu et al. Fig. 3c (burden, margin sharpness, irregularity,
+      symmetry; :func:`~RadTyperLib.subtypes.profile.subtype_profile`);
+    * ``extra_figures``: other PNGs (``path`` or ``(path, caption)``);
+    * ``extra_sections``: more sections (:class:`ReportSection` or dicts), appended last.
 
     Raises:
         InputError: unreadable inputs, clinical-table problems (see :func:`~RadTyperLib.survival.join_clinical`).
@@ -716,6 +777,9 @@ def cohort_report(
                 figures=[(png, "Mean z-score per subtype")],
             )
         )
+        profile_section = _profile_section(feats, label_table, group, out)
+        if profile_section is not None:
+            sections.append(profile_section)
     if label_table is not None and clinical is not None:
         from .survival import c_index_bootstrap, cox_model, join_clinical, kaplan_meier
 
@@ -790,6 +854,7 @@ def cohort_report(
         sections.append(sec)
     if extra_figures:
         sections.append(ReportSection("Other figures", figures=list(extra_figures)))
+    sections.extend(_as_section(sec) for sec in extra_sections)
     if not sections:
         raise InputError(
             "nothing to report: give labels, clinical data, features, consensus or heterogeneity"

@@ -10,7 +10,13 @@ need them (torch only to train or load the autoencoder, never to predict). Modul
 * :mod:`.validation` — IGP with clusterRepro permutation p-values, cluster purity, Cramér's V;
 * :mod:`.classifier` — HistGradientBoosting classifier on the raw features, purity by repeated CV;
 * :mod:`.bundle` — the saved model directory (``radtyper-subtype-model`` v1), :func:`predict`;
-* :mod:`.discover` — :func:`discover`, the whole analysis of a feature table into a model directory.
+* :mod:`.discover` — :func:`discover`, the whole analysis of a feature table into a model directory;
+* :mod:`.profile` — :func:`subtype_profile`, the per-subtype summary of Wu et al. Fig. 3c (burden, margin
+  sharpness, irregularity, symmetry);
+* :mod:`.reference` — the synthetic reference cohort (four profiles after the paper's subtypes);
+* :mod:`.default_model` — the model shipped in ``RadTyperLib/data/default_subtype_model``:
+  :func:`default_model_path`, :func:`load_default_model`, :data:`DEFAULT_MODEL_PROVENANCE`,
+  :func:`build_default_model`.
 """
 
 from __future__ import annotations
@@ -20,14 +26,26 @@ from .bundle import FORMAT_NAME, FORMAT_VERSION, SubtypeModel, load_bundle, pred
 from .classifier import ClassifierSettings, purity_cv, train_classifier
 from .consensus import ConsensusResult, consensus_cluster, correlation_distance
 from .data import AGGREGATIONS, PatientMatrix, Scaler, SubtypeWarning, patient_matrix
+from .default_model import (
+    DEFAULT_MODEL_PROVENANCE,
+    DEFAULT_MODEL_VERSION,
+    build_default_model,
+    default_model_path,
+    default_model_provenance,
+    load_default_model,
+)
 from .discover import DiscoverySettings, discover
 from .pam import PamResult, pam, pam_path
+from .profile import PROFILE_GROUPS, SubtypeProfile, subtype_profile
 from .validation import cluster_purity, cramers_v, igp, igp_test
 
 __all__ = [
     "AGGREGATIONS",
+    "DEFAULT_MODEL_PROVENANCE",
+    "DEFAULT_MODEL_VERSION",
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "PROFILE_GROUPS",
     "TORCH_MISSING",
     "AutoencoderModel",
     "AutoencoderSettings",
@@ -38,21 +56,27 @@ __all__ = [
     "PatientMatrix",
     "Scaler",
     "SubtypeModel",
+    "SubtypeProfile",
     "SubtypeWarning",
+    "build_default_model",
     "cluster_purity",
     "consensus_cluster",
     "correlation_distance",
     "cramers_v",
+    "default_model_path",
+    "default_model_provenance",
     "discover",
     "encode",
     "igp",
     "igp_test",
     "load_bundle",
+    "load_default_model",
     "pam",
     "pam_path",
     "patient_matrix",
     "predict",
     "purity_cv",
+    "subtype_profile",
     "train_autoencoder",
     "train_classifier",
 ]

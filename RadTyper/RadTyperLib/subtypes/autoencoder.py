@@ -200,9 +200,14 @@ def reconstruct(state: dict[str, np.ndarray], z: np.ndarray) -> np.ndarray:
 
 
 def save_state(state: dict[str, np.ndarray], path) -> None:
-    """Write the weights as a torch state dict (``torch.save``)."""
+    """Write the weights as a torch state dict (``torch.save``).
+
+    Written through an open file so the bytes do not depend on the file name (``torch.save`` names its zip
+    archive after a path it is given): rebuilding a bundle with the same seed gives an identical file.
+    """
     torch = import_torch()
-    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, str(path))
+    with open(path, "wb") as fh:
+        torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, fh)
 
 
 def load_state(path) -> dict[str, np.ndarray]:

@@ -15,11 +15,31 @@ the paper used ``reps=10000`` (default here 1000).
   Δ-area(2) = area(2), Δ-area(k) = (area(k) − area(k−1)) / area(k−1).
 * PAC (Șenbabaoğlu et al. 2014) = F(0.9) − F(0.1) with F the empirical CDF of the lower-triangle values:
   the proportion of ambiguous pairs; lower = more stable.
-* k rule (``k_rule``): ``"pac"`` (default) = the k with minimal PAC; ties (PAC within ``PAC_TIE`` of the
-  minimum) → the *larger* k, the finest partition that is as stable (e.g. PAC(3) = PAC(4) = 0 when two of four
-  well-separated groups are always merged at k = 3 and always split at k = 4); ``"delta"`` = the
-  Δ-area elbow: the smallest k whose next Δ-area is below ``DELTA_AREA_THRESHOLD`` (ConsensusClusterPlus'
-  advice "choose k where the area stops increasing appreciably"). Both are always reported.
+* k rule (``k_rule``):
+
+  - ``"pac"`` (default) = the lowest **local minimum** of PAC: candidates are the k whose next k is less stable
+    (PAC(k + 1) > PAC(k) + ``PAC_TIE``; a plateau PAC(k) ≈ PAC(k + 1) moves on to the finest k that is as
+    stable). If some candidates are unambiguous (PAC ≤ ``PAC_CLEAN``), the smallest of them, replaced by a
+    larger unambiguous one whose Δ-area is ≥ ``DELTA_AREA_THRESHOLD`` (Monti's criterion: splitting real
+    groups adds consensus area, splitting one group in two clean halves adds little) — nested, well-separated
+    groups: e.g. PAC(2) = PAC(4) = 0 when four groups form two pairs, merged at k = 2 and always split at k =
+    4 (Δ-area(4) = 0.19), but 3 groups with PAC(3) = 0.009, PAC(4) = 0.020 and Δ-area(4) = 0.08 stay at k = 3.
+    Otherwise the smallest candidate whose PAC is within ``PAC_TOLERANCE`` (10 %, relative) of the lowest
+    candidate PAC (estimates from few repetitions are noisy: prefer the simpler partition; e.g. PAC 0.083 at k
+    = 4 and 0.080 at k = 6 → 4). Without any local minimum — PAC keeps falling up to the largest k, the
+    signature of data without clusters (tiny clusters make most pairs never co-clustered, so PAC drifts down
+    with k) — the k with minimal PAC is taken and ``pac_local_minimum`` is False (discovery then flags
+    ``weak_structure``). Why not the plain minimum: on AE codes of small cohorts with 20–100 repetitions, PAC
+    of structureless data falls monotonically with k (minimum always at k = 10), and on weakly separated
+    planted cohorts that drift overtakes the true k's dip (e.g. 5 planted groups of 24: PAC 0.21 at k = 5,
+    0.17 at k = 10); see ``Resources/Docs/default-subtype-model.md`` §k selection.
+  - ``"pac_min"`` = the k with minimal PAC (ties within ``PAC_TIE`` → the larger k): the rule of earlier
+    versions, kept for comparison.
+  - ``"delta"`` = the Δ-area elbow: the smallest k whose next Δ-area is below ``DELTA_AREA_THRESHOLD``
+    (ConsensusClusterPlus' advice "choose k where the area stops increasing appreciably"). Reported, not
+    recommended: the area under the CDF grows with k in the same way for structureless data.
+
+  All three are always reported.
 * Final labels: ``hclust(as.dist(1 − M), "average")`` cut at k — scipy average linkage + ``cut_tree``
   (exactly k clusters). Clusters are numbered by decreasing size (ties: order of first appearance).
 
@@ -41,8 +61,13 @@ DEFAULT_KS: tuple[int, ...] = tuple(range(2, 11))
 CDF_BREAKS: int = 100
 PAC_BOUNDS: tuple[float, float] = (0.1, 0.9)
 DELTA_AREA_THRESHOLD: float = 0.1
+#: PAC differences below this are ties (exact plateaus such as PAC = 0 at two successive k).
 PAC_TIE: float = 1e-3
-K_RULES: tuple[str, ...] = ("pac", "delta")
+#: Local PAC minima within this fraction (10 %) of the lowest one are "as stable": the smallest k is chosen.
+PAC_TOLERANCE: float = 0.1
+#: Local PAC minima at or below this are unambiguous partitions: the largest such k is chosen.
+PAC_CLEAN: float = 0.02
+K_RULES: tuple[str, ...] = ("pac", "pac_min", "delta")
 
 Progress = Callable[[float, str], None]
 
@@ -64,6 +89,8 @@ class ConsensusResult:
     chosen_k: int
     k_rule: str
     settings: dict = field(default_factory=dict)
+    k_min_pac: int | None = None  # the plain PAC minimum (rule "pac_min")
+    pac_local_minimum: bool = True  # False: PAC falls up to the largest k (no cluster structure)
 
     def summary(self) -> dict:
         """JSON-able per-k table and the k choices."""
@@ -73,7 +100,9 @@ class ConsensusResult:
             "cdf_area": {str(k): self.area[k] for k in self.ks},
             "delta_area": {str(k): self.delta_area[k] for k in self.ks},
             "cluster_sizes": {str(k): np.bincount(self.labels[k], minlength=k).tolist() for k in self.ks},
-            "k_min_pac": self.k_pac,
+            "k_pac": self.k_pac,
+            "k_min_pac": self.k_min_pac if self.k_min_pac is not None else self.k_pac,
+            "pac_local_minimum": self.pac_local_minimum,
             "k_delta_area": self.k_delta,
             "chosen_k": self.chosen_k,
             "k_rule": self.k_rule,
@@ -146,17 +175,49 @@ def cdf_stats(consensus: np.ndarray) -> tuple[np.ndarray, float, float]:
     return cdf, area, pac
 
 
-def choose_k(pac: dict[int, float], delta: dict[int, float]) -> tuple[int, int]:
-    """(k with minimal PAC, ties → larger k; smallest k whose next Δ-area < threshold, else the largest k)."""
+def pac_local_minima(pac: dict[int, float]) -> list[int]:
+    """The k (in increasing order) whose next k has a higher PAC (by more than ``PAC_TIE``); see module doc."""
     ks = sorted(pac)
-    best = min(pac.values())
-    k_pac = max(k for k in ks if pac[k] <= best + PAC_TIE)
+    return [a for a, b in itertools.pairwise(ks) if pac[b] > pac[a] + PAC_TIE]
+
+
+def choose_k_pac(pac: dict[int, float], delta: dict[int, float] | None = None) -> tuple[int, bool]:
+    """(k chosen by the ``"pac"`` rule, whether PAC has a local minimum) — see the module docstring.
+
+    ``delta`` (Δ-area per k) arbitrates between unambiguous local minima; without it the largest one wins.
+    """
+    ks = sorted(pac)
+    minima = pac_local_minima(pac)
+    if not minima:
+        best = min(pac.values())
+        return max(k for k in ks if pac[k] <= best + PAC_TIE), False
+    clean = [k for k in minima if pac[k] <= PAC_CLEAN]
+    if clean:  # nested, well-separated groups: the finest unambiguous partition that adds consensus area
+        chosen = clean[0]
+        for k in clean[1:]:
+            if delta is None or delta[k] >= DELTA_AREA_THRESHOLD:
+                chosen = k
+        return chosen, True
+    best = min(pac[k] for k in minima)
+    return min(k for k in minima if pac[k] <= best * (1.0 + PAC_TOLERANCE) + PAC_TIE), True
+
+
+def choose_k(pac: dict[int, float], delta: dict[int, float]) -> tuple[int, int]:
+    """(k of the ``"pac"`` rule; smallest k whose next Δ-area < threshold, else the largest k)."""
+    ks = sorted(pac)
+    k_pac, _ = choose_k_pac(pac, delta)
     k_delta = ks[-1]
     for a, b in itertools.pairwise(ks):
         if delta[b] < DELTA_AREA_THRESHOLD:
             k_delta = a
             break
     return k_pac, k_delta
+
+
+def choose_k_min_pac(pac: dict[int, float]) -> int:
+    """The k with minimal PAC, ties within ``PAC_TIE`` → the larger k (rule ``"pac_min"``)."""
+    best = min(pac.values())
+    return max(k for k in sorted(pac) if pac[k] <= best + PAC_TIE)
 
 
 def consensus_cluster(
@@ -243,7 +304,9 @@ def consensus_cluster(
     for i, kk in enumerate(ks):
         delta[kk] = area[kk] if i == 0 else (area[kk] - area[ks[i - 1]]) / area[ks[i - 1]]
     k_pac, k_delta = choose_k(pac, delta)
-    chosen = k if k is not None else (k_pac if k_rule == "pac" else k_delta)
+    _, local_min = choose_k_pac(pac, delta)
+    k_min = choose_k_min_pac(pac)
+    chosen = k if k is not None else {"pac": k_pac, "pac_min": k_min, "delta": k_delta}[k_rule]
     labels = {kk: hierarchical_labels(consensus[kk], kk) for kk in ks}
     settings = {
         "reps": reps,
@@ -258,6 +321,8 @@ def consensus_cluster(
         "pac_bounds": list(PAC_BOUNDS),
         "delta_area_threshold": DELTA_AREA_THRESHOLD,
         "pac_tie": PAC_TIE,
+        "pac_tolerance": PAC_TOLERANCE,
+        "pac_clean": PAC_CLEAN,
     }
     return ConsensusResult(
         ks=ks,
@@ -270,6 +335,8 @@ def consensus_cluster(
         cdf=cdf,
         k_pac=k_pac,
         k_delta=k_delta,
+        k_min_pac=k_min,
+        pac_local_minimum=local_min,
         chosen_k=chosen,
         k_rule=k_rule if k is None else "forced",
         settings=settings,

@@ -21,7 +21,8 @@ Pipeline (:func:`discover`), each random step seeded from ``seed``:
 5. classifier (raw features → subtype) on the final labels, cluster purity by repeated stratified 5-fold
    CV (overall, per subtype, per cancer type), Cramér's V subtype × cancer type (+ χ² p); a
    :class:`~.data.SubtypeWarning` and ``weak_structure: true`` when PAC at the chosen k exceeds ``WEAK_PAC``
-   (0.2) — e.g. for data without cluster structure;
+   (0.2) or when PAC has no local minimum over k (it only falls as k grows, see :mod:`.consensus`) — e.g.
+   for data without cluster structure;
 6. files in ``out_dir``: the model bundle (:mod:`.bundle`), ``discovery.json`` (everything below),
    ``labels.csv`` (patient, subtype), ``split.csv`` (patient, set), ``consensus/consensus_matrices.npz``
    (final consensus matrix per k, float32, compressed, with the patient order), ``consensus/cdf.csv``
@@ -396,10 +397,19 @@ def discover(
     result["k"] = k
     result["subtypes"] = subtypes
     result["pac_at_k"] = final.cc.pac[k]
-    result["weak_structure"] = bool(final.cc.pac[k] > WEAK_PAC)
+    no_minimum = not final.cc.pac_local_minimum
+    result["weak_structure"] = bool(final.cc.pac[k] > WEAK_PAC or no_minimum)
     if result["weak_structure"]:
+        reasons = []
+        if final.cc.pac[k] > WEAK_PAC:
+            reasons.append(f"PAC = {final.cc.pac[k]:.2f} at k = {k} (> {WEAK_PAC})")
+        if no_minimum:
+            reasons.append(
+                f"PAC has no local minimum over k = {final.cc.ks[0]}…{final.cc.ks[-1]} (it only falls as k grows)"
+            )
+        why = "; ".join(reasons)
         warnings.warn(
-            f"the consensus clustering is ambiguous: PAC = {final.cc.pac[k]:.2f} at k = {k} (> {WEAK_PAC}); "
+            f"the consensus clustering is ambiguous: {why}; "
             "the subtypes may not be reproducible — check the IGP p-values and the consensus CDF",
             SubtypeWarning,
             stacklevel=2,
