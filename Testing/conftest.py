@@ -51,3 +51,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data not available ({SHARED_DATA})")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch intra-op thread for a test module (small shared test machines), restored afterwards.
+
+    Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")`` in modules that run networks.
+    """
+    torch = pytest.importorskip("torch")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -17,13 +17,7 @@ from RadTyperLib.cli import main  # noqa: E402
 from RadTyperLib.io import read_seg_nrrd, write_image  # noqa: E402
 from RadTyperLib.segmentation.unet.synthetic import phantom_cohort  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture

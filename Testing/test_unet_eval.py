@@ -26,13 +26,7 @@ from RadTyperLib.segmentation.unet.evaluate import (  # noqa: E402
     surface_distances_mm,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cube(shape, lo, n):

@@ -36,13 +36,7 @@ ORACLE_LEVEL = 0.65
 ORACLE_GAIN = 400.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread (the test machines are small and shared); restored afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- helpers (also imported by test_unet_eval / test_cli_seg) ---------------------------------------------

@@ -25,13 +25,7 @@ from RadTyperLib.segmentation.unet.normalize import (  # noqa: E402
     normalize_volume,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("depth", [1, 2, 3, 4])
