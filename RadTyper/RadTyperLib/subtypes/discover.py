@@ -59,7 +59,7 @@ WEAK_PAC: float = 0.2
 Progress = Callable[[float, str], None]
 
 PROVENANCE = (
-    "Imaging subtypes after Wu J. et al., Nat Biomed Eng 2021 ('Radiological tumour classification across "
+    "Imaging subtypes after Wu J. et al., Nat Mach Intell 2021 ('Radiological tumour classification across "
     "imaging modality and histology'): 313 features (SPHARM shape/burden + regional variation) → autoencoder "
     "313-150-10 → consensus clustering (PAM, 1 − Pearson r, pItem 0.8) → subtypes; classifier on the raw "
     "features for new patients. Re-implemented in RadTyper (PyTorch autoencoder, numpy PAM/consensus, "

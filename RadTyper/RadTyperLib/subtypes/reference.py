@@ -4,7 +4,7 @@ No real cohort is available to RadTyper, so its default subtype model
 (``RadTyperLib/data/default_subtype_model``, built by ``Resources/Scripts/build_default_model.py``) is
 trained on synthetic patients. Each patient is a CT-like torso of :func:`RadTyperLib.phantoms.make_patient`
 with **one lung lesion** whose parameters are drawn from one of four *profiles* modelled on the four imaging
-subtypes of Wu et al. 2021 (Nat Biomed Eng; the Results text that summarises Fig. 3c: "subtype 1 mainly consists of small
+subtypes of Wu et al. 2021 (Nat Mach Intell; the Results text that summarises Fig. 3c: "subtype 1 mainly consists of small
 tumours with ... a distinct, sharp margin. Subtype 2 consists of intermediate-sized tumours with a moderately
 well-defined margin. Subtype 3 consists of large tumours with an ill-defined, blurred margin. Subtype 4 is
 characterized as large tumours with a moderately well-defined margin. ... subtypes 1 to 3 had similarly
