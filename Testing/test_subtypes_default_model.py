@@ -154,6 +154,37 @@ def test_shipped_model_reproduces_its_labels():
     assert (pred["subtype"] == pred["subtype_discovered"]).mean() >= 0.95
 
 
+@needs_model
+def test_other_sklearn_version_refits_the_classifier_exactly(monkeypatch, tmp_path: Path):
+    """Another scikit-learn version: no pickle is loaded, the classifier is retrained from the bundle's own
+    training data with the recorded parameters — and predicts exactly as the shipped one (max |Δp| = 0)."""
+    import shutil
+
+    import sklearn
+
+    pickled = load_bundle(MODEL, refit=False)
+    features = MODEL / "reference" / "features.csv.gz"
+    expected = pickled.predict(features)
+    # another major version, and a classifier file that cannot be unpickled at all
+    copy = tmp_path / "model"
+    shutil.copytree(MODEL, copy)
+    (copy / "classifier.joblib").write_bytes(b"not a pickle")
+    meta = json.loads((copy / "model.json").read_text())
+    meta["classifier"].pop("sha256", None)
+    (copy / "model.json").write_text(json.dumps(meta))
+    monkeypatch.setattr(sklearn, "__version__", "99.0.0")
+    with pytest.warns(Warning, match="refitted on the bundle's training data"):
+        refitted = load_bundle(copy)
+    got = refitted.predict(features)
+    cols = [c for c in expected.columns if c.startswith("p_")]
+    assert got["subtype"].tolist() == expected["subtype"].tolist()
+    assert np.abs(got[cols].to_numpy() - expected[cols].to_numpy()).max() < 1e-12
+    # without its training data the same bundle is refused with a clear message
+    (copy / "labels.csv").unlink()
+    with pytest.raises(InputError, match="another major version"):
+        load_bundle(copy)
+
+
 def test_no_default_model_is_a_clear_error(monkeypatch):
     import RadTyperLib.subtypes.default_model as dm
 

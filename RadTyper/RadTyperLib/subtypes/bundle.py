@@ -11,10 +11,15 @@ Layout::
                           model.json)
       autoencoder.pt      torch state dict of the autoencoder (absent with embedding = "none")
       consensus/          optional: consensus matrices, CDFs (written by :func:`.discover.discover`)
+      labels.csv          optional: the training patients' subtypes (patient, subtype)
+      reference/features.csv.gz  optional: the training feature table (the shipped default model has it)
 
 ``model.json`` is written last, so a directory without it is not a bundle. :func:`load_bundle` checks the
 format, the version, the files' sha256 and the scikit-learn version: another *major* version is refused, another
-minor version gives a :class:`~.data.SubtypeWarning` (pickles are only guaranteed within one version).
+minor version gives a :class:`~.data.SubtypeWarning` (pickles are only guaranteed within one version). A bundle
+that carries its training data (``labels.csv`` + ``reference/features.csv.gz``, as the shipped default model)
+is instead *refitted* under another scikit-learn version: the classifier is trained again, with the
+recorded parameters and seed, on the same patient matrix — no pickle is loaded (a SubtypeWarning says so).
 **A bundle contains a pickle: load only bundles you trust** (the sha256 detects accidental corruption only).
 The autoencoder is loaded lazily (torch is needed for it, never for :meth:`SubtypeModel.predict`).
 
@@ -50,6 +55,8 @@ FORMAT_NAME = "radtyper-subtype-model"
 FORMAT_VERSION = 1
 MODEL_JSON = "model.json"
 CLASSIFIER_FILE = "classifier.joblib"
+LABELS_FILE = "labels.csv"
+TRAINING_FEATURES_FILE = "reference/features.csv.gz"
 AUTOENCODER_FILE = "autoencoder.pt"
 PROBABILITY_PREFIX = "p_"
 
@@ -249,8 +256,45 @@ def _version_tuple(v: str) -> tuple[int, int]:
         return (0, 0)
 
 
-def load_bundle(path: str | os.PathLike[str] | SubtypeModel) -> SubtypeModel:
-    """Read and validate a bundle directory (or return a :class:`SubtypeModel` unchanged)."""
+def has_training_data(directory: str | os.PathLike[str]) -> bool:
+    """True when a bundle folder carries its training data (``labels.csv`` + ``reference/features.csv.gz``)."""
+    d = Path(directory)
+    return (d / LABELS_FILE).is_file() and (d / TRAINING_FEATURES_FILE).is_file()
+
+
+def refit_classifier(directory: str | os.PathLike[str], meta: dict[str, Any]) -> Any:
+    """Train the bundle's classifier again from its training data, with the parameters in ``model.json``.
+
+    The patient matrix is built as in training (same feature order and aggregation) and the patients are
+    taken in the order of ``labels.csv``; with the same scikit-learn version the result predicts exactly as
+    the pickled classifier (tested).
+    """
+    from .classifier import make_classifier
+
+    d = Path(directory)
+    names = [str(f) for f in meta["feature_names"]]
+    table = read_feature_table(d / TRAINING_FEATURES_FILE)
+    pm = patient_matrix(table, names, str(meta["aggregation"]))
+    labels = pd.read_csv(d / LABELS_FILE, dtype=str)
+    row = {p: i for i, p in enumerate(pm.patients)}
+    missing = [p for p in labels["patient"] if p not in row]
+    if missing:
+        raise InputError(f"{d / LABELS_FILE}: patients without training features: {', '.join(missing[:5])}")
+    x = pm.x[[row[p] for p in labels["patient"]]]
+    clf = make_classifier()
+    valid = clf.get_params()
+    params = {k: v for k, v in (meta["classifier"].get("params") or {}).items() if k in valid}
+    clf.set_params(**params)
+    clf.fit(np.asarray(x, dtype=np.float64), labels["subtype"].astype(str).to_numpy())
+    return clf
+
+
+def load_bundle(path: str | os.PathLike[str] | SubtypeModel, *, refit: bool | None = None) -> SubtypeModel:
+    """Read and validate a bundle directory (or return a :class:`SubtypeModel` unchanged).
+
+    ``refit``: train the classifier again from the bundle's training data instead of unpickling it; None (the
+    default) = only when the scikit-learn version differs and the bundle carries its training data.
+    """
     if isinstance(path, SubtypeModel):
         return path
     import joblib
@@ -284,26 +328,38 @@ def load_bundle(path: str | os.PathLike[str] | SubtypeModel) -> SubtypeModel:
         raise InputError(f"{cpath}: checksum differs from model.json (file changed or corrupted)")
     saved, running = cinfo.get("sklearn_version", "?"), sklearn.__version__
     sv, rv = _version_tuple(saved), _version_tuple(running)
-    if sv[0] != rv[0]:
-        raise InputError(
-            f"{cpath.name} was saved with scikit-learn {saved}; this is {running} (another major version): "
-            f"install scikit-learn=={saved} or retrain with 'radtyper discover'"
-        )
-    if sv != rv:
-        warnings.warn(
-            f"{cpath.name} was saved with scikit-learn {saved}, running {running}: the classifier may load "
-            f"differently or fail; install scikit-learn=={saved} or retrain with 'radtyper discover'",
-            SubtypeWarning,
-            stacklevel=2,
-        )
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
-            clf = joblib.load(cpath)
-    except Exception as exc:  # unpickling errors have many types
-        raise InputError(f"{cpath}: cannot load the classifier ({type(exc).__name__}: {exc})") from exc
-    subtypes = [str(s) for s in meta["subtypes"]]
     names = [str(f) for f in meta["feature_names"]]
+    if refit is None:
+        refit = sv != rv and has_training_data(d)
+    if refit:
+        clf = refit_classifier(d, meta)
+        if sv != rv:
+            warnings.warn(
+                f"{cpath.name} was saved with scikit-learn {saved}, running {running}: the classifier was "
+                f"refitted on the bundle's training data ({LABELS_FILE}, {TRAINING_FEATURES_FILE})",
+                SubtypeWarning,
+                stacklevel=2,
+            )
+    else:
+        if sv[0] != rv[0]:
+            raise InputError(
+                f"{cpath.name} was saved with scikit-learn {saved}; this is {running} (another major version): "
+                f"install scikit-learn=={saved} or retrain with 'radtyper discover'"
+            )
+        if sv != rv:
+            warnings.warn(
+                f"{cpath.name} was saved with scikit-learn {saved}, running {running}: the classifier may load "
+                f"differently or fail; install scikit-learn=={saved} or retrain with 'radtyper discover'",
+                SubtypeWarning,
+                stacklevel=2,
+            )
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Trying to unpickle estimator.*")
+                clf = joblib.load(cpath)
+        except Exception as exc:  # unpickling errors have many types
+            raise InputError(f"{cpath}: cannot load the classifier ({type(exc).__name__}: {exc})") from exc
+    subtypes = [str(s) for s in meta["subtypes"]]
     if sorted(str(c) for c in getattr(clf, "classes_", [])) != sorted(subtypes):
         raise InputError(f"{cpath}: the classifier's classes do not match the subtypes in model.json")
     if getattr(clf, "n_features_in_", len(names)) != len(names):
