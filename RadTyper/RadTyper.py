@@ -232,6 +232,7 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
 
     def setDefaultParameters(self, parameters) -> None:
         """First volume and segmentation of the scene, the segmentation's parenchyma, the shipped model."""
+        from RadTyperMRML import optional_path
         from RadTyperMRML.lesions_logic import LesionsLogic
 
         if not parameters.inputVolume:
@@ -240,7 +241,7 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             parameters.inputSegmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
         if parameters.inputSegmentation and not parameters.parenchymaSegmentation:
             parameters.parenchymaSegmentation = LesionsLogic.parenchyma_of(parameters.inputSegmentation)
-        if str(parameters.subtypeBundle) in ("", "."):
+        if optional_path(parameters.subtypeBundle) is None:
             bundle = self.analysis.default_bundle_path()
             if bundle is not None:
                 parameters.subtypeBundle = bundle
@@ -255,10 +256,6 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             radiomics=bool(parameters.computeRadiomics),
         )
 
-    @staticmethod
-    def _path(value) -> str | None:
-        return None if value is None or str(value) in ("", ".") else str(value)
-
     def compute(self, parameters, *, lesions=None, progress=None, shouldCancel=None):
         """Run the analysis in this process; the result tables go into the parameter node."""
         outputs = self.analysis.compute(
@@ -269,7 +266,7 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             modality=parameters.modality,
             lesions=lesions,
             keep_going=parameters.keepGoing,
-            iith_reference=self._path(parameters.iithReference),
+            iith_reference=parameters.iithReference,
             progress=progress,
             should_cancel=shouldCancel,
         )
@@ -294,7 +291,7 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             resultDir,
             parameters.inputVolume,
             parameters.inputSegmentation,
-            iith_reference=self._path(parameters.iithReference),
+            iith_reference=parameters.iithReference,
             degree=parameters.reconstructionDegree,
         )
         return self._adopt(parameters, outputs)
@@ -321,7 +318,7 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
     def predictSubtype(self, parameters):
         """Predict the subtype with the selected bundle from the lesion table; shown in the scene."""
         return self.analysis.predict_subtype(
-            self._path(parameters.subtypeBundle),
+            parameters.subtypeBundle,
             parameters.lesionTable,
             segmentation_node=parameters.inputSegmentation,
         )

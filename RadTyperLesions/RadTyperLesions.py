@@ -235,21 +235,15 @@ class RadTyperLesionsLogic(ScriptedLoadableModuleLogic):
             site=site,
             modality=parameters.modality,
             method=parameters.segmentationMethod,
-            unet_model=self._unetModel(parameters),
+            unet_model=parameters.unetModel,
         )
-
-    @staticmethod
-    def _unetModel(parameters):
-        """The configured U-Net model folder, or None."""
-        path = parameters.unetModel
-        return path if path is not None and str(path) not in ("", ".") else None
 
     def autoSegmentAll(self, parameters, *, site: str | None = None, progress=None, shouldCancel=None):
         """ "Auto-segment all lesions" with the U-Net: new segments only (``AutoSegmentOutcome``)."""
         return self.lesions.auto_segment_all(
             parameters.inputVolume,
             parameters.inputSegmentation,
-            self._unetModel(parameters),
+            parameters.unetModel,
             modality=parameters.modality,
             site=site,
             progress=progress,

@@ -621,3 +621,13 @@ def test_dataframe_table_round_trip(scene):
     again = bridge.dataframe_to_table(df[["site"]], scene, "ignored", node=table)
     assert again is table and table.GetNumberOfColumns() == 1
     assert bridge.table_to_dataframe(table)["site"].tolist() == df["site"].tolist()
+
+
+def test_optional_path_reads_unset_path_parameters_as_none():
+    from pathlib import Path
+
+    from RadTyperMRML import optional_path
+
+    # an unset pathlib.Path field of a parameterNodeWrapper reads back as Path(".")
+    assert [optional_path(v) for v in (None, "", ".", Path("."))] == [None] * 4
+    assert optional_path("model") == Path("model") and optional_path(Path("/a/b")) == Path("/a/b")

@@ -43,6 +43,7 @@ from .bridge import (
     add_mask_segment,
     dataframe_to_table,
     mesh_to_model,
+    optional_path,
     patient_from_nodes,
     table_to_dataframe,
 )
@@ -461,7 +462,8 @@ class AnalysisLogic:
         ok = features
         if "qc_error" in features.columns:
             ok = features[features["qc_error"].fillna("").astype(str).str.strip() == ""]
-        if reference is not None and str(reference) not in ("", "."):
+        reference = optional_path(reference)
+        if reference is not None:
             try:
                 ref = IITHReference.load(reference)
                 his = [hi_from_reference(row, ref) for _i, row in ok.iterrows()]
@@ -789,9 +791,9 @@ class AnalysisLogic:
         """
         import pandas as pd
 
-        if bundle_path is None or str(bundle_path) in ("", "."):
+        path = optional_path(bundle_path)
+        if path is None:
             raise InputError("Select a subtype model bundle first")
-        path = Path(bundle_path)
         if not path.exists():
             raise InputError(f"Subtype model bundle not found: {path}")
         if lesion_table_node is None or lesion_table_node.GetNumberOfRows() == 0:

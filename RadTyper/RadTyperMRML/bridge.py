@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -69,6 +70,17 @@ def _release_scene_logics(key: int) -> None:
     # Dropping the logics drops their references to the scene, which can then be deleted. (Detaching them
     # with SetMRMLScene(None) first would make the Segmentations logic warn about a missing scene.)
     _SCENE_LOGICS.pop(key, None)
+
+
+def optional_path(value: Any) -> Path | None:
+    """A path parameter as a Path, or None when it is unset.
+
+    An unset ``pathlib.Path`` field of a ``parameterNodeWrapper`` reads back as ``Path(".")``; "" and None
+    are unset too.
+    """
+    if value is None or str(value) in ("", "."):
+        return None
+    return Path(value)
 
 
 def create_scene() -> slicer.vtkMRMLScene:

@@ -39,7 +39,7 @@ import vtk
 from RadTyperLib.errors import InputError, LesionError, RadTyperError
 from RadTyperLib.io import SITE_TAG
 
-from .bridge import add_mask_segment, segment_on_volume_grid, volume_to_sitk
+from .bridge import add_mask_segment, optional_path, segment_on_volume_grid, volume_to_sitk
 
 #: Lesions with fewer voxels are flagged ``too_small`` (a 4 × 4 × 4 voxel cube).
 SMALL_LESION_VOXELS = 64
@@ -706,11 +706,7 @@ class LesionsLogic:
 
 def _model_given(model: Any) -> bool:
     """True when a U-Net model (a folder path or a loaded bundle) is configured."""
-    if model is None:
-        return False
-    if hasattr(model, "modality"):
-        return True
-    return str(model) not in ("", ".")
+    return hasattr(model, "modality") or optional_path(model) is not None
 
 
 @dataclass

@@ -25,7 +25,6 @@ class AnalysisWidget:
         self.poller = None
         self.cancelRequested = False
         self.busy = False
-        self.requirementsChecked = False
         self.lastDisplay = None
         self.lastCorner = None
 
@@ -113,16 +112,9 @@ class AnalysisWidget:
 
     # --- compute ------------------------------------------------------------------------------------------
     def ensureRequirements(self) -> bool:
-        if self.requirementsChecked:
-            return True
-        from .Dependencies import installPythonRequirements
+        from .Dependencies import ensurePythonRequirements
 
-        ok = False
-        with reportErrors(_("RadTyper needs Python packages that could not be installed.")):
-            installPythonRequirements(self.resourcePath("requirements.txt"), requester="RadTyper")
-            ok = True
-        self.requirementsChecked = ok
-        return ok
+        return ensurePythonRequirements(self.resourcePath("requirements.txt"))
 
     def setBusy(self, busy: bool) -> None:
         self.busy = busy
@@ -207,7 +199,9 @@ class AnalysisWidget:
         self.applyDisplay(force=True)
         showTables(outputs.lesion_table)
         p = self.parameterNode
-        if p.subtypeBundle and str(p.subtypeBundle) not in ("", "."):
+        from RadTyperMRML import optional_path
+
+        if optional_path(p.subtypeBundle) is not None:
             self.predictSubtype(quiet=True)
         self.updateResultTexts()
 

@@ -50,6 +50,27 @@ def installPythonRequirements(requirementsPath: str, requester: str = "RadTyper"
     packaging.pip_ensure(packaging.load_requirements(requirementsPath), requester=requester)
 
 
+#: Requirement files already satisfied in this Slicer session (checked once each).
+_satisfied: set[str] = set()
+
+
+def ensurePythonRequirements(requirementsPath: str, requester: str = "RadTyper") -> bool:
+    """:func:`installPythonRequirements` on first use of ``requirementsPath`` in this session.
+
+    For widget actions: a failure or a refusal is shown to the user (message box) and gives False; once a file
+    is satisfied it is not checked again. Listing lesions needs only Slicer's bundled packages; computing,
+    segmenting and the parenchyma need more.
+    """
+    from .GuiHelpers import reportErrors
+
+    key = str(requirementsPath)
+    if key not in _satisfied:
+        with reportErrors(_("RadTyper needs Python packages that could not be installed.")):
+            installPythonRequirements(key, requester=requester)
+            _satisfied.add(key)
+    return key in _satisfied
+
+
 def _installWithPip(requirementsPath: str, requester: str) -> None:
     """Fallback for Slicer without ``slicer.packaging``: confirm, then ``slicer.util.pip_install``."""
     missing = missingPythonRequirements(requirementsPath)

@@ -31,7 +31,6 @@ class LesionsWidget(VTKObservationMixin):
         self.ui = ui
         self.logic = logic
         self.resourcePath = resourcePath
-        self.requirementsChecked = False
         self.parameterNode = None
         self.rows = []
         self.observedSegmentation = None
@@ -98,7 +97,9 @@ class LesionsWidget(VTKObservationMixin):
         hasPoints = bool(points and points.GetNumberOfControlPoints())
         self.ui.segmentLastPointButton.enabled = ready and hasPoints
         self.ui.segmentAllPointsButton.enabled = ready and hasPoints
-        hasModel = bool(p and p.unetModel is not None and str(p.unetModel) not in ("", "."))
+        from RadTyperMRML import optional_path
+
+        hasModel = bool(p and optional_path(p.unetModel) is not None)
         self.ui.autoSegmentAllButton.enabled = ready and hasModel
         self.ui.autoSegmentCancelButton.enabled = self.busy
         self.onLesionSelectionChanged(jump=False)
@@ -247,20 +248,10 @@ class LesionsWidget(VTKObservationMixin):
         self.segmentPoints(lastOnly=False)
 
     def ensureRequirements(self) -> bool:
-        """Install RadTyper's Python packages on first use (asks the user first); False if that failed.
+        """Install RadTyper's Python packages on first use (asks the user first); False if that failed."""
+        from RadTyperSlicerLib.Dependencies import ensurePythonRequirements
 
-        Listing lesions needs only Slicer's bundled packages; segmenting and the parenchyma need more.
-        """
-        if self.requirementsChecked:
-            return True
-        from RadTyperSlicerLib.Dependencies import installPythonRequirements
-
-        ok = False
-        with reportErrors(_("RadTyper needs Python packages that could not be installed.")):
-            installPythonRequirements(self.resourcePath("requirements.txt"), requester="RadTyper")
-            ok = True
-        self.requirementsChecked = ok
-        return ok
+        return ensurePythonRequirements(self.resourcePath("requirements.txt"))
 
     def segmentPoints(self, lastOnly: bool) -> None:
         if self.busy or not self.ensureRequirements():
