@@ -474,11 +474,7 @@ class LesionsLogic:
         seeded = self.load_unet(unet_model) if method == "unet" else self.seeded_module()
         if not len(points_ras):
             raise InputError("Place at least one point on a lesion first")
-        canonical_site = None
-        if site is not None:
-            from RadTyperLib.sites import normalize_site
-
-            canonical_site = normalize_site(site, context="new lesion")
+        tags = _new_lesion_tags(site, "unet" if method == "unet" else None)
         image = volume_to_sitk(volume_node)
         existing = self.existing_labels(volume_node, segmentation_node, image)
         used = {
@@ -527,11 +523,8 @@ class LesionsLogic:
                     raise LesionError(lesion_name, outcome.skipped)
                 outcomes.append(outcome)
                 continue
-            tags = {SITE_TAG: canonical_site} if canonical_site else {}
-            if method == "unet":
-                tags[SOURCE_TAG] = "unet"
             outcome.segment_id = add_mask_segment(
-                segmentation_node, mask, volume_node, lesion_name, tags=tags or None
+                segmentation_node, mask, volume_node, lesion_name, tags=dict(tags) or None
             )
             outcome.volume_mm3 = float(np.count_nonzero(mask) * np.prod(image.GetSpacing()))
             outcomes.append(outcome)
@@ -575,11 +568,7 @@ class LesionsLogic:
         bundle = self.load_unet(unet_model)
         from RadTyperLib.segmentation.unet import segment_lesions
 
-        canonical_site = None
-        if site is not None:
-            from RadTyperLib.sites import normalize_site
-
-            canonical_site = normalize_site(site, context="new lesion")
+        tags = _new_lesion_tags(site, "unet")
         roi_lps = None
         if roi_ras is not None:
             r = np.asarray(roi_ras, dtype=float).reshape(2, 3)
@@ -601,7 +590,6 @@ class LesionsLogic:
             source=volume_node.GetName() or "volume",
         )
         outcome = AutoSegmentOutcome(messages=list(result.messages))
-        tags = {SOURCE_TAG: "unet", **({SITE_TAG: canonical_site} if canonical_site else {})}
         for label, volume in enumerate(result.volumes_mm3, start=1):
             mask = (result.labels == label) & ~existing
             if not mask.any():
@@ -702,6 +690,20 @@ class LesionsLogic:
         add_mask_segment(node, union, volume_node, PARENCHYMA_SEGMENT, color=PARENCHYMA_COLOR)
         self.set_parenchyma(segmentation_node, node)
         return node
+
+
+def _new_lesion_tags(site: str | None, source: str | None = None) -> dict[str, str]:
+    """Segment tags of a lesion RadTyper adds: its site (checked, canonical name) and how it was made."""
+    tags: dict[str, str] = {}
+    if site is not None:
+        from RadTyperLib.sites import normalize_site
+
+        canonical = normalize_site(site, context="new lesion")
+        if canonical:
+            tags[SITE_TAG] = canonical
+    if source:
+        tags[SOURCE_TAG] = source
+    return tags
 
 
 def _model_given(model: Any) -> bool:
