@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -57,6 +59,51 @@ def _existing(path: str | os.PathLike[str]) -> Path:
 def is_seg_nrrd(path: str | os.PathLike[str]) -> bool:
     """True for Slicer segmentation files (``*.seg.nrrd``)."""
     return str(path).lower().endswith(SEG_SUFFIX)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_model_json(
+    directory: str | os.PathLike[str],
+    *,
+    json_name: str,
+    format_name: str,
+    format_version: int,
+    what: str,
+    hint: str = "",
+) -> tuple[Path, dict]:
+    """The validated description file of a versioned model folder: ``(its path, its content)``.
+
+    Raises:
+        InputError: no folder, no ``json_name`` in it, not JSON, another format name or version (``hint`` is
+            appended to the version message: what to do).
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        raise InputError(f"{d}: {what} folder not found")
+    mj = d / json_name
+    if not mj.is_file():
+        raise InputError(f"{d}: not a {what} ({json_name} missing)")
+    try:
+        meta = json.loads(mj.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{mj}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != format_name:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise InputError(f"{mj}: format is {got!r}, expected {format_name!r} (not a {what})")
+    if meta.get("format_version") != format_version:
+        raise InputError(
+            f"{mj}: format version {meta.get('format_version')!r} is not supported (this RadTyper reads "
+            f"version {format_version}){hint}"
+        )
+    return mj, meta
 
 
 @contextlib.contextmanager

@@ -30,7 +30,6 @@ columns are ``patient``, ``subtype``, then ``p_<subtype>`` for every subtype in 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -43,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import atomic_path, read_feature_table, to_jsonable
+from ..io import atomic_path, read_feature_table, read_model_json, sha256_file, to_jsonable
 from .data import (
     Scaler,
     SubtypeWarning,
@@ -75,14 +74,6 @@ PROFILE_GROUPS: dict[str, dict[str, float]] = {
     # SPHARM energy of the high degrees 8–15 (boundary detail: lobulation, spiculation)
     "irregularity": {f"shape_energy_l{lv:02d}": 1.0 for lv in range(8, 16)},
 }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def write_json(obj: Any, path: Path) -> None:
@@ -218,7 +209,7 @@ class SubtypeModel:
         meta = self.to_json()
         with atomic_path(d / CLASSIFIER_FILE) as tmp:
             joblib.dump(self.classifier, tmp, compress=3)
-        meta["classifier"]["sha256"] = _sha256(d / CLASSIFIER_FILE)
+        meta["classifier"]["sha256"] = sha256_file(d / CLASSIFIER_FILE)
         if self.embedding == "autoencoder":
             state = self.autoencoder_state
             if state is None:
@@ -227,7 +218,7 @@ class SubtypeModel:
 
             with atomic_path(d / AUTOENCODER_FILE) as tmp:
                 save_state(state, tmp)
-            meta["autoencoder"]["sha256"] = _sha256(d / AUTOENCODER_FILE)
+            meta["autoencoder"]["sha256"] = sha256_file(d / AUTOENCODER_FILE)
             meta["autoencoder"]["torch_version"] = import_torch().__version__
         elif (d / AUTOENCODER_FILE).exists():
             (d / AUTOENCODER_FILE).unlink()
@@ -301,22 +292,9 @@ def load_bundle(path: str | os.PathLike[str] | SubtypeModel, *, refit: bool | No
     import sklearn
 
     d = Path(path)
-    if not d.is_dir():
-        raise InputError(f"{d}: subtype model directory not found")
-    mj = d / MODEL_JSON
-    if not mj.is_file():
-        raise InputError(f"{d}: not a subtype model ({MODEL_JSON} missing)")
-    try:
-        meta = json.loads(mj.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{mj}: not valid JSON ({exc})") from exc
-    if meta.get("format") != FORMAT_NAME:
-        raise InputError(f"{mj}: format is {meta.get('format')!r}, expected {FORMAT_NAME!r}")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise InputError(
-            f"{mj}: format version {meta.get('format_version')} is not supported (this RadTyper reads "
-            f"version {FORMAT_VERSION})"
-        )
+    mj, meta = read_model_json(
+        d, json_name=MODEL_JSON, format_name=FORMAT_NAME, format_version=FORMAT_VERSION, what="subtype model"
+    )
     for key in ("feature_names", "aggregation", "embedding", "scaler", "subtypes", "classifier"):
         if key not in meta:
             raise InputError(f"{mj}: key '{key}' missing")
@@ -324,7 +302,7 @@ def load_bundle(path: str | os.PathLike[str] | SubtypeModel, *, refit: bool | No
     cpath = d / cinfo.get("file", CLASSIFIER_FILE)
     if not cpath.is_file():
         raise InputError(f"{d}: classifier file {cpath.name} missing")
-    if cinfo.get("sha256") and _sha256(cpath) != cinfo["sha256"]:
+    if cinfo.get("sha256") and sha256_file(cpath) != cinfo["sha256"]:
         raise InputError(f"{cpath}: checksum differs from model.json (file changed or corrupted)")
     saved, running = cinfo.get("sklearn_version", "?"), sklearn.__version__
     sv, rv = _version_tuple(saved), _version_tuple(running)
@@ -375,7 +353,7 @@ def load_bundle(path: str | os.PathLike[str] | SubtypeModel, *, refit: bool | No
         if not apath.is_file():
             raise InputError(f"{d}: autoencoder file {apath.name} missing")
         sha = (meta.get("autoencoder") or {}).get("sha256")
-        if sha and _sha256(apath) != sha:
+        if sha and sha256_file(apath) != sha:
             raise InputError(f"{apath}: checksum differs from model.json (file changed or corrupted)")
     return SubtypeModel(
         feature_names=names,

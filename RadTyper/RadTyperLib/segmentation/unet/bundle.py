@@ -21,7 +21,6 @@ the folder and the problem. No pickle is involved (weights only), so loading a b
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any
 
 from ... import __version__
 from ...errors import InputError
-from ...io import atomic_path, to_jsonable
+from ...io import atomic_path, read_model_json, sha256_file, to_jsonable
 from .network import UNetConfig, build_unet, count_parameters, import_torch
 from .normalize import Normalization
 
@@ -45,15 +44,6 @@ DEFAULT_THRESHOLD = 0.5
 DEFAULT_MIN_SIZE_MM3 = 50.0
 #: Default largest network input per forward pass (pixels of one tile × slices in a batch).
 DEFAULT_MAX_TILE_PIXELS = 1024 * 1024
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def now_utc() -> str:
@@ -187,23 +177,14 @@ def load_unet_bundle(path: str | os.PathLike[str] | UNetBundle) -> UNetBundle:
         return path
     torch = import_torch()
     d = Path(path)
-    if not d.is_dir():
-        raise InputError(f"{d}: U-Net model folder not found")
-    mj = d / MODEL_JSON
-    if not mj.is_file():
-        raise InputError(f"{d}: not a U-Net model ({MODEL_JSON} missing)")
-    try:
-        meta = json.loads(mj.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{mj}: not valid JSON ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        got = meta.get("format") if isinstance(meta, dict) else None
-        raise InputError(f"{mj}: format is {got!r}, expected {FORMAT_NAME!r} (not a U-Net model)")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise InputError(
-            f"{mj}: format version {meta.get('format_version')!r} is not supported (this RadTyper reads "
-            f"version {FORMAT_VERSION}); retrain with 'radtyper seg train' or use a matching RadTyper"
-        )
+    mj, meta = read_model_json(
+        d,
+        json_name=MODEL_JSON,
+        format_name=FORMAT_NAME,
+        format_version=FORMAT_VERSION,
+        what="U-Net model",
+        hint="; retrain with 'radtyper seg train' or use a matching RadTyper",
+    )
     for key in ("architecture", "normalization", "weights"):
         if key not in meta:
             raise InputError(f"{mj}: key '{key}' missing")
