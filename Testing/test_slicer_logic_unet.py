@@ -119,6 +119,17 @@ def test_unet_method_for_marked_points(case):
     assert outcomes[1].segment_id is None and "no lesion" in outcomes[1].skipped
     after = segmentation_checksum(seg, volume)
     assert {k: after[k] for k in before} == before
+    # two clicks on one lesion (blob 2): one segment, the second point is skipped — no overlapping segments
+    twice = logic.add_lesions_from_points(
+        volume,
+        seg,
+        [ras(img, (12, 40, 50)), ras(img, (12, 41, 51))],
+        modality="CT",
+        method="unet",
+        unet_model=random_bundle(),
+    )
+    assert twice[0].segment_id and twice[1].segment_id is None and twice[1].skipped
+    assert np.array_equal(_full_mask(seg, twice[0].segment_id, volume), truth == 2)
 
 
 def test_bad_model_cancel_and_missing_model_change_nothing(case, tmp_path):

@@ -492,9 +492,10 @@ class LesionsLogic:
                     given = f"lesion_{k}"
             lesion_names.append(given)
         points_lps = [tuple(float(v) for v in _FLIP @ np.asarray(p, dtype=float)[:3]) for p in points_ras]
+        occupied = sitk.GetArrayFromImage(existing) != 0  # grows with every segment added below
         if method == "unet":
             results = [
-                _unet_at_point(seeded, image, p, existing, modality, n)
+                _unet_at_point(seeded, image, p, occupied, modality, n)
                 for p, n in zip(points_lps, lesion_names, strict=True)
             ]
             if not skip_failures and (results[0].skipped or not np.any(results[0].mask_zyx)):
@@ -510,13 +511,13 @@ class LesionsLogic:
                 )
             ]
         outcomes = []
-        occupied = sitk.GetArrayViewFromImage(existing) != 0
         for point, lesion_name, res in zip(points_ras, lesion_names, results, strict=True):
             outcome = SeededOutcome(
                 name=lesion_name, point_ras=tuple(float(v) for v in point[:3]), qc=dict(res.qc)
             )  # type: ignore[arg-type]
             skipped = getattr(res, "skipped", None)
-            mask = np.asarray(res.mask_zyx, dtype=bool) & ~occupied  # never overlap a user's segment
+            # never overlap a user's segment, nor a lesion added for an earlier point (two clicks on one lesion)
+            mask = np.asarray(res.mask_zyx, dtype=bool) & ~occupied
             if skipped or not mask.any():
                 outcome.skipped = skipped or "no lesion found at this point"
                 if not skip_failures:
@@ -527,6 +528,7 @@ class LesionsLogic:
                 segmentation_node, mask, volume_node, lesion_name, tags=dict(tags) or None
             )
             outcome.volume_mm3 = float(np.count_nonzero(mask) * np.prod(image.GetSpacing()))
+            occupied |= mask
             outcomes.append(outcome)
         return outcomes
 
@@ -722,14 +724,13 @@ def _unet_at_point(
     bundle: Any,
     image: sitk.Image,
     point_lps: Sequence[float],
-    existing: sitk.Image,
+    occupied: np.ndarray,
     modality: str,
     lesion: str,
 ) -> _UNetPointResult:
-    """The U-Net lesion component at one clicked point (empty mask + reason when there is none)."""
+    """The U-Net lesion component at one clicked point, outside ``occupied`` (empty mask + reason if none)."""
     from RadTyperLib.segmentation.unet import segment_lesions
 
-    occupied = sitk.GetArrayViewFromImage(existing) != 0
     result = segment_lesions(
         image, bundle, modality=modality, points_lps_mm=[point_lps], exclude=occupied, source=lesion
     )
