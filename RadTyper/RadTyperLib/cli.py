@@ -227,12 +227,11 @@ def cmd_features(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{fraction * 100:5.1f} %] {message}", file=sys.stderr, flush=True)
 
+    print_image_warnings(patient)
     table, results = patient_features(
         patient, settings, lesions=args.lesion, keep_going=args.keep_going, progress=progress
     )
-    for res in results:
-        if res.error:
-            print(f"radtyper: warning: lesion '{res.lesion.name}': {res.error}", file=sys.stderr)
+    print_lesion_warnings(results)
     outputs = {out: table}
     if args.perturb_mm is not None:
         from .features import perturbation_tables
@@ -247,6 +246,27 @@ def cmd_features(args: argparse.Namespace) -> int:
             frame.to_csv(tmp, index=False, float_format="%.8g")
         print(f"features: {len(frame)} lesion(s) × {frame.shape[1]} columns → {path}")
     return 0
+
+
+def print_image_warnings(patient: Patient) -> None:
+    """``radtyper: warning: …`` lines about the patient's image (NaN / infinite voxels) on stderr."""
+    from .checks import image_warnings
+
+    for text in image_warnings(patient.image_array(), patient.sources.get("image", "image")):
+        print(f"radtyper: warning: {text}", file=sys.stderr)
+
+
+def print_lesion_warnings(results: Sequence) -> int:
+    """One ``radtyper: warning: lesion '…': …`` line per failed lesion and per QC flag; the count of lines."""
+    from .checks import qc_warnings
+
+    n = 0
+    for res in results:
+        texts = [res.error] if res.error else qc_warnings(res.row)
+        for text in texts:
+            print(f"radtyper: warning: lesion '{res.lesion.name}': {text}", file=sys.stderr)
+            n += 1
+    return n
 
 
 def perturbed_path(features_csv: Path, kind: str) -> Path:
@@ -297,22 +317,31 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 def cmd_heterogeneity(args: argparse.Namespace) -> int:
     """``radtyper heterogeneity --features CSV [--by site] --out DIR``."""
+    import warnings
+
     from .heterogeneity.report import heterogeneity_report
 
-    report = heterogeneity_report(
-        read_feature_table(args.features),
-        args.out,
-        by=args.by,
-        n_draws=args.draws,
-        seed=args.seed,
-        robustness=args.robustness,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = heterogeneity_report(
+            read_feature_table(args.features),
+            args.out,
+            by=args.by,
+            n_draws=args.draws,
+            seed=args.seed,
+            robustness=args.robustness,
+        )
+    for text in dict.fromkeys(str(w.message) for w in caught):
+        print(f"radtyper: warning: {text}", file=sys.stderr)
     for pid, rec in report["patients"].items():
         mtd, ath = rec.get("max_tumoral_divergence"), rec.get("average_tumoral_heterogeneity")
         if mtd is None:
             print(f"heterogeneity: patient {pid}: {rec.get('reason', 'undefined')}")
         else:
-            print(f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}")
+            note = f" ({rec['note']})" if rec.get("note") else ""
+            print(
+                f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}{note}"
+            )
     print(f"heterogeneity: report → {args.out}")
     return 0
 
@@ -535,18 +564,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose ``--out`` is a file (every other ``--out`` is a folder).
+FILE_OUTPUTS: frozenset[tuple[str, str | None]] = frozenset(
+    {("features", None), ("reconstruct", None), ("predict", None), ("seg", "predict")}
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C (worker processes are ended, partial files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM / SIGHUP (``timeout``, cluster schedulers, a closed terminal) unwind as Ctrl-C does."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_terminated)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    from .io import check_output_path
+
+    sub = getattr(args, "seg_command", None) or getattr(args, "cohort_command", None)
+    check_output_path(out, "file" if (args.command, sub) in FILE_OUTPUTS else "dir")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``radtyper`` console script."""
+    """Entry point of the ``radtyper`` console script.
+
+    Exit codes: 0 done, 2 bad input or an output that cannot be written (one ``radtyper: error:`` line), 130
+    Ctrl-C, 128 + signal number for SIGTERM (143) and SIGHUP (129); never a traceback for these.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    install_signal_handlers()
     try:
+        _check_out(args)
         return int(args.handler(args))
     except RadTyperError as exc:
         print(f"radtyper: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        import signal
+
+        print(f"radtyper: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("radtyper: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permission denied, a path that vanished: the system, not a bug
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"radtyper: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
