@@ -281,7 +281,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .heterogeneity.robust import robust_features
-    from .io import atomic_path
+    from .io import atomic_path, staged_folder
 
     tables: dict[str, list] = {"original": [], "eroded": [], "dilated": []}
     for f in args.features:
@@ -299,15 +299,17 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         frames["original"], frames["eroded"], frames["dilated"], threshold=args.threshold
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "ccc.csv") as tmp:
-        result.ccc.to_csv(tmp, index_label="feature", float_format="%.6g")
-    with atomic_path(out / "robust_features.txt") as tmp:
-        tmp.write_text("".join(f"{name}\n" for name in result.kept))
-    with atomic_path(out / "clusters.json") as tmp:
-        tmp.write_text(
-            _json.dumps({"robust": result.robust, "kept": result.kept, "clusters": result.clusters}, indent=2)
-        )
+    with staged_folder(out) as stage:
+        with atomic_path(stage / "ccc.csv") as tmp:
+            result.ccc.to_csv(tmp, index_label="feature", float_format="%.6g")
+        with atomic_path(stage / "robust_features.txt") as tmp:
+            tmp.write_text("".join(f"{name}\n" for name in result.kept))
+        with atomic_path(stage / "clusters.json") as tmp:
+            tmp.write_text(
+                _json.dumps(
+                    {"robust": result.robust, "kept": result.kept, "clusters": result.clusters}, indent=2
+                )
+            )
     print(
         f"robustness: {len(result.ccc)} features, {len(result.robust)} with CCC ≥ {args.threshold:g} after "
         f"erosion and dilation, {len(result.kept)} kept after decorrelation → {out}"
@@ -321,11 +323,13 @@ def cmd_heterogeneity(args: argparse.Namespace) -> int:
 
     from .heterogeneity.report import heterogeneity_report
 
-    with warnings.catch_warnings(record=True) as caught:
+    from .io import staged_folder
+
+    with warnings.catch_warnings(record=True) as caught, staged_folder(args.out) as stage:
         warnings.simplefilter("always")
         report = heterogeneity_report(
             read_feature_table(args.features),
-            args.out,
+            stage,
             by=args.by,
             n_draws=args.draws,
             seed=args.seed,
@@ -361,7 +365,10 @@ def cmd_iith(args: argparse.Namespace) -> int:
         for _, r in scores.iterrows():
             print(f"iith: lesion '{r['lesion']}': HI {r['hi']:.3f} ({r['iith'] or 'no class'})")
         return 0
-    report = iith_report(table, args.out, K=args.k, sigma=args.sigma, t=args.t)
+    from .io import staged_folder
+
+    with staged_folder(args.out) as stage:
+        report = iith_report(table, stage, K=args.k, sigma=args.sigma, t=args.t)
     sizes = report.get("cluster_sizes", {})
     print(f"iith: clusters {sizes} → {args.out}")
     return 0
