@@ -617,8 +617,9 @@ def extract_cohort(
                         )
                 fill()
         except BaseException:
-            for fut in pending:
-                fut.cancel()
+            if not isinstance(executor, cf.ProcessPoolExecutor):  # the pool cancels its own (Python 3.11:
+                for fut in pending:  # a future cancelled here breaks its manager thread once workers end)
+                    fut.cancel()
             _shutdown(executor, wait=False)
             raise
         else:
@@ -709,6 +710,7 @@ def _terminate_pool(executor: cf.ProcessPoolExecutor, grace_s: float = 5.0) -> N
     exits meanwhile, leaves the workers and multiprocessing's resource tracker behind.
     """
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)  # queued tasks are dropped, no new worker starts
     for proc in processes:
         if proc.is_alive():
             proc.terminate()
@@ -718,7 +720,6 @@ def _terminate_pool(executor: cf.ProcessPoolExecutor, grace_s: float = 5.0) -> N
         if proc.is_alive():
             proc.kill()
             proc.join(1.0)
-    executor.shutdown(wait=False, cancel_futures=True)
 
 
 def _dask_threads(client: Any) -> int:
