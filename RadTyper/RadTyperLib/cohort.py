@@ -594,14 +594,13 @@ def extract_cohort(
                     n_lesion_tasks += 1
                     rows[c.patient][lesion] = (row, error)
                     names = lesion_names[c.patient]
-                    warned = qc_warnings(row) if not error else []
                     status = f"FAILED: {error}" if error else "done"
-                    if warned:
-                        status += f" (warning: {'; '.join(warned)})"
                     report(
                         fraction(),
                         f"{c.patient}: lesion '{lesion}' {status} ({len(rows[c.patient])}/{len(names)})",
                     )
+                    for text in [] if error else qc_warnings(row):  # QC flags on screen, one line each
+                        report(fraction(), f"{c.patient}: lesion '{lesion}': warning: {text}")
                     if len(rows[c.patient]) == len(names):
                         got = rows.pop(c.patient)
                         del lesion_names[c.patient]
