@@ -98,8 +98,19 @@ def test_workers_end_with_the_parent_on_a_signal(tmp_path, signum, code):
         [str(Path(__file__).resolve().parents[1] / "RadTyper"), env.get("PYTHONPATH", "")]
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "RadTyperLib.cli", "cohort", "extract", str(manifest), "--out",
-         str(tmp_path / "out"), "--workers", "2", "--no-radiomics"],
+        [
+            sys.executable,
+            "-m",
+            "RadTyperLib.cli",
+            "cohort",
+            "extract",
+            str(manifest),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--no-radiomics",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

@@ -47,7 +47,9 @@ def _write(path, array, like=None):
 def _case(tmp_path, labels: np.ndarray, image: np.ndarray | None = None):
     img = _image() if image is None else image
     for v in np.unique(labels[labels > 0]):
-        img[labels == v] = 40.0 + 5.0 * np.random.default_rng(int(v)).standard_normal(int((labels == v).sum()))
+        img[labels == v] = 40.0 + 5.0 * np.random.default_rng(int(v)).standard_normal(
+            int((labels == v).sum())
+        )
     return _write(tmp_path / "ct.nrrd", img), _write(tmp_path / "mask.nrrd", labels.astype(np.uint16))
 
 
@@ -70,7 +72,10 @@ def test_nested_labels_are_refused_with_the_labels_named(tmp_path, capsys):
     labels[_ball((12, 32, 32), 9)] = 2
     labels[_ball((12, 32, 32), 4)] = 3  # one lesion drawn as three shells
     image, mask = _case(tmp_path, labels)
-    for argv in (("info", mask), ("features", "--image", image, "--lesions", mask, "--out", tmp_path / "f.csv")):
+    for argv in (
+        ("info", mask),
+        ("features", "--image", image, "--lesions", mask, "--out", tmp_path / "f.csv"),
+    ):
         code, _out, err = _run(capsys, *argv, *(("--no-radiomics",) if argv[0] == "features" else ()))
         line = _error_line(err)
         assert code == 2 and "nested lesion labels" in line and str(mask) in line
@@ -99,13 +104,24 @@ def test_nan_voxels_warn_and_fail_only_the_lesion_near_them(tmp_path, capsys):
     n_bad = int((~np.isfinite(img_written)).sum())
     assert n_bad == 13
     out = tmp_path / "f.csv"
-    code, _o, err = _run(capsys, "features", "--image", image, "--lesions", mask, "--out", out, "--no-radiomics")
+    code, _o, err = _run(
+        capsys, "features", "--image", image, "--lesions", mask, "--out", out, "--no-radiomics"
+    )
     line = _error_line(err)
     assert code == 2 and "lesion 'lesion_1'" in line and "NaN or infinite voxel(s)" in line
     assert f"{image}: {n_bad} NaN or infinite voxel(s)" in err  # the image-level warning
     assert not out.exists()
     code, _o, err = _run(
-        capsys, "features", "--image", image, "--lesions", mask, "--out", out, "--no-radiomics", "--keep-going"
+        capsys,
+        "features",
+        "--image",
+        image,
+        "--lesions",
+        mask,
+        "--out",
+        out,
+        "--no-radiomics",
+        "--keep-going",
     )
     assert code == 0 and "radtyper: warning: lesion 'lesion_1': the image has 12 NaN" in err
     t = read_feature_table(out)
@@ -151,7 +167,9 @@ def test_lesion_at_the_border_is_flagged_on_screen(tmp_path, capsys):
     labels[_ball((12, 32, 2), 7)] = 1  # cut by the x = 0 border
     image, mask = _case(tmp_path, labels)
     out = tmp_path / "f.csv"
-    code, _o, err = _run(capsys, "features", "--image", image, "--lesions", mask, "--out", out, "--no-radiomics")
+    code, _o, err = _run(
+        capsys, "features", "--image", image, "--lesions", mask, "--out", out, "--no-radiomics"
+    )
     assert code == 0
     assert "radtyper: warning: lesion 'lesion_1': touches the image border" in err
     assert "radtyper: warning: lesion 'lesion_1': its 10 mm margin shell is clipped" in err
@@ -217,12 +235,21 @@ def test_identical_lesions_have_zero_heterogeneity_with_a_note(tmp_path, capsys)
 
 
 def test_single_lesion_patients_give_no_warning_and_a_labelled_plot(tmp_path, capsys):
-    t = pd.DataFrame({"lesion": ["a", "b"], "patient": ["p1", "p2"], "shape_x": [1.0, 2.0], "shape_y": [3.0, 1.0]})
+    t = pd.DataFrame(
+        {"lesion": ["a", "b"], "patient": ["p1", "p2"], "shape_x": [1.0, 2.0], "shape_y": [3.0, 1.0]}
+    )
     t.to_csv(tmp_path / "t.csv", index=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a matplotlib "no artists" warning would fail here
         code, out, _err = _run(
-            capsys, "heterogeneity", "--features", tmp_path / "t.csv", "--out", tmp_path / "h", "--draws", "20"
+            capsys,
+            "heterogeneity",
+            "--features",
+            tmp_path / "t.csv",
+            "--out",
+            tmp_path / "h",
+            "--draws",
+            "20",
         )
     assert code == 0 and out.count("heterogeneity needs ≥ 2 lesions") == 2
     png = (tmp_path / "h" / "recovery_curves.png").read_bytes()
@@ -267,7 +294,9 @@ def test_autoencoder_weights_read_without_torch_equal_torch_load():
         net = torch.nn.Sequential(
             torch.nn.Linear(z.shape[1], 150), torch.nn.ReLU(), torch.nn.Linear(150, 10)
         ).double()
-        net.load_state_dict({f"{i}.{p}": ref[f"encoder.{i}.{p}"].double() for i in (0, 2) for p in ("weight", "bias")})
+        net.load_state_dict(
+            {f"{i}.{p}": ref[f"encoder.{i}.{p}"].double() for i in (0, 2) for p in ("weight", "bias")}
+        )
         expected = net(torch.from_numpy(z)).numpy()
     np.testing.assert_allclose(encode(state, z), expected, rtol=1e-12, atol=1e-12)
 
@@ -281,7 +310,7 @@ def test_non_tensor_pickle_is_refused(tmp_path):
     path = tmp_path / "evil.pt"
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("archive/data.pkl", pickle.dumps({"x": print}))
-    with pytest.raises(InputError, match="unexpected object builtins.print"):
+    with pytest.raises(InputError, match=r"unexpected object builtins\.print"):
         read_torch_state(path)
 
 
@@ -322,5 +351,7 @@ def test_lesion_measures_are_in_the_table_beside_the_paper_features(tmp_path):
     table, _ = patient_features(load_patient(image, mask), FeatureSettings(radiomics=False))
     assert list(table.columns[2:8]) == list(LESION_MEASURE_NAMES)
     row = table.iloc[0]
-    assert row["lesion_volume_ml"] == pytest.approx(labels.astype(bool).sum() and (labels == 1).sum() * 2.0 / 1000)
+    assert row["lesion_volume_ml"] == pytest.approx(
+        labels.astype(bool).sum() and (labels == 1).sum() * 2.0 / 1000
+    )
     assert not any(c.startswith("lesion_") for c in default_features(table))

@@ -369,7 +369,9 @@ def test_thick_slices_give_valid_features() -> None:
     assert r.qc["qc_genus"] == 0 and r.qc["qc_flipped_triangles"] == 0 and r.qc["qc_degree_used"] == 15
     # 5-mm slices put the boundary anywhere within ±2.5 mm along z: the moment axes of the voxelised
     # ellipsoid itself are off by up to ~10 % (measured 8.07, 9.93, 11.79 here)
-    np.testing.assert_allclose([r.features[f"burden_semiaxis_{i}_mm"] for i in (1, 2, 3)], [8, 9, 12], rtol=0.15)
+    np.testing.assert_allclose(
+        [r.features[f"burden_semiaxis_{i}_mm"] for i in (1, 2, 3)], [8, 9, 12], rtol=0.15
+    )
 
 
 def test_border_touching_lesion_is_flagged() -> None:

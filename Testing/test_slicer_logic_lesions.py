@@ -148,11 +148,18 @@ def test_qc_flags_and_problems(qc_case):
     rows = {r.name: r for r in LesionsLogic().lesion_rows(volume, seg)}
     assert set(rows) == set(ids)
     # the test volume is 24 × 30 voxels in-plane: every lesion inside lies within 10 mm of its border
-    assert rows["good"].flags == ["margin_clipped"] and rows["good"].voxels == 125 and rows["good"].volume_mm3 == 250.0
+    assert (
+        rows["good"].flags == ["margin_clipped"]
+        and rows["good"].voxels == 125
+        and rows["good"].volume_mm3 == 250.0
+    )
     assert rows["good"].overlaps == ("overlap",) and rows["overlap"].overlaps == ("good",)
     assert rows["holed"].hole_voxels == 1 and rows["holed"].flags == ["margin_clipped", "holes"]
     assert rows["border"].flags == ["touches_border"]
-    assert rows["tiny"].voxels == 8 < SMALL_LESION_VOXELS and rows["tiny"].flags == ["margin_clipped", "too_small"]
+    assert rows["tiny"].voxels == 8 < SMALL_LESION_VOXELS and rows["tiny"].flags == [
+        "margin_clipped",
+        "too_small",
+    ]
     assert rows["pieces"].components == 2 and rows["pieces"].flags == ["margin_clipped", "disconnected"]
     assert rows["outside"].problem == "outside the volume" and rows["outside"].centre_ras is None
     assert rows["partly"].problem.startswith("partly outside the volume (48 of 96 voxels)")
@@ -160,7 +167,11 @@ def test_qc_flags_and_problems(qc_case):
     assert rows["empty"].problem == "empty segment" and rows["empty"].volume_mm3 == 0.0
     assert "overlaps good" in rows["overlap"].qc_text()
     as_dict = rows["holed"].as_dict()
-    assert as_dict["holes"] is True and as_dict["qc"] == "margin clipped; holes" and as_dict["segment_id"] == ids["holed"]
+    assert (
+        as_dict["holes"] is True
+        and as_dict["qc"] == "margin clipped; holes"
+        and as_dict["segment_id"] == ids["holed"]
+    )
 
 
 def test_margin_clipped_flag_follows_the_10_mm_shell(tmp_path):

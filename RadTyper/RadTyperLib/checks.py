@@ -144,7 +144,9 @@ def qc_warnings(row: Mapping) -> list[str]:
     if _flag(row, "qc_touches_border"):
         out.append("touches the image border: its shape is cut (shape and burden features unreliable)")
     if _flag(row, "qc_shell_clipped"):
-        out.append("its 10 mm margin shell is clipped by the image border (regional features use fewer voxels)")
+        out.append(
+            "its 10 mm margin shell is clipped by the image border (regional features use fewer voxels)"
+        )
     if _flag(row, "qc_degree_reduced"):
         out.append(
             f"too small for degree 15: SPHARM degree reduced to {int(_flag(row, 'qc_degree_used'))} "

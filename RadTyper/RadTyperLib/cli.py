@@ -322,7 +322,6 @@ def cmd_heterogeneity(args: argparse.Namespace) -> int:
     import warnings
 
     from .heterogeneity.report import heterogeneity_report
-
     from .io import staged_folder
 
     with warnings.catch_warnings(record=True) as caught, staged_folder(args.out) as stage:

@@ -176,9 +176,7 @@ def table_columns(settings: FeatureSettings | None = None) -> tuple[str, ...]:
     import SimpleITK as sitk
 
     s = settings or FeatureSettings()
-    key = json.dumps(
-        [s.degree, s.region_mode, s.radiomics, s.radiomics_params], sort_keys=True, default=str
-    )
+    key = json.dumps([s.degree, s.region_mode, s.radiomics, s.radiomics_params], sort_keys=True, default=str)
     if key not in _TEMPLATE_COLUMNS:
         z, y, x = np.mgrid[:32, :32, :32]
         inside = (z - 16) ** 2 + (y - 15.5) ** 2 + (x - 16.5) ** 2 <= 36

@@ -87,7 +87,9 @@ def _recist(mask_zyx: np.ndarray, spacing_xyz: np.ndarray) -> tuple[float, float
     return best_long, min(best_short, best_long)
 
 
-def lesion_measures(mask_zyx: np.ndarray, spacing_xyz, direction: np.ndarray | None = None) -> dict[str, float]:
+def lesion_measures(
+    mask_zyx: np.ndarray, spacing_xyz, direction: np.ndarray | None = None
+) -> dict[str, float]:
     """The :data:`LESION_MEASURE_NAMES` of a boolean ``[z, y, x]`` mask (voxel size ``spacing_xyz`` mm).
 
     ``direction`` (3×3, orthonormal) does not change lengths; it is accepted for symmetry with the other

@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "Testing"))
 
 def main() -> int:
     import torch
+    from test_unet_train import SETTINGS, SPACING
 
     from RadTyperLib.phantoms import make_patient
     from RadTyperLib.segmentation.unet import evaluate_case, segment_lesions
     from RadTyperLib.segmentation.unet.synthetic import phantom_cohort, random_lesion_specs
     from RadTyperLib.segmentation.unet.train import train_unet
-    from test_unet_train import SETTINGS, SPACING
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -64,8 +64,10 @@ def main() -> int:
                 "seconds": time.perf_counter() - t0,
             }
             rows.append(row)
-            print(" ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
-                  flush=True)
+            print(
+                " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()),
+                flush=True,
+            )
     for key in ("val_dice", "heldout_dice", "detected_above", "false_positive", "loss_ratio"):
         vals = [r[key] for r in rows]
         print(f"{key}: min {min(vals):.4f} max {max(vals):.4f} over {len(vals)} seeds")
