@@ -436,9 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-lesion SPHARM shape, burden and regional-variation features (one CSV row per lesion)",
         description="Compute, for every lesion, the 313 features of Wu et al.: 288 shape_* (SPHARM "
         "coefficient magnitudes, per-degree energies and order entropies, first-order-ellipsoid axes; "
-        "translation/scale/rotation invariant), 5 burden_* (volume mm³, mean radius mm, axes mm) and 20 "
-        "region_* (histogram comparisons of tumour core, invasive margin and 5/10 mm parenchymal margins), "
-        "plus qc_* columns. Columns: lesion, site, shape_*, burden_*, region_*, qc_*, patient, modality.",
+        "translation/scale/rotation invariant), 5 burden_* (volume mm³, mean radius mm, semi-axes mm) and "
+        "20 region_* (histogram comparisons of tumour core, invasive margin and 5/10 mm parenchymal margins); "
+        "beside them the radiologist's lesion_* measures (volume mL, 3-D Feret and RECIST long/short "
+        "diameters mm, surface mm², sphericity), never used as model features; plus qc_* columns (a QC flag "
+        "also prints a warning on stderr). Columns: lesion, site, lesion_*, shape_*, burden_*, region_*, "
+        "radiomics_*, qc_*, patient, modality.",
     )
     add_patient_arguments(p)
     p.add_argument("--out", required=True, metavar="CSV", help="output table (written atomically)")
