@@ -120,6 +120,7 @@ def _print_info(info: dict) -> None:
 def describe_patient(args: argparse.Namespace) -> dict:
     """Load and validate a whole patient (image + lesions + parenchyma + sites) and describe it."""
     patient = load_patient_from_args(args)
+    print_image_warnings(patient)
     ref = patient.image
     return {
         "file": str(args.image),
