@@ -12,6 +12,7 @@ from test_cli import run
 
 from RadTyperLib.features import WU_FEATURE_NAMES
 from RadTyperLib.io import load_patient, write_patient
+from RadTyperLib.measures import LESION_MEASURE_NAMES
 from RadTyperLib.phantoms import make_patient
 from RadTyperLib.render import read_mesh
 
@@ -40,6 +41,8 @@ def test_features_table_layout_and_values(features_csv, demo_files):
     table = pd.read_csv(features_csv)
     cols = list(table.columns)
     assert cols[:2] == ["lesion", "site"]
+    assert cols[2:8] == list(LESION_MEASURE_NAMES)  # the radiologist's measures, beside the 313
+    cols = cols[:2] + cols[8:]
     assert cols[2 : 2 + 313] == list(WU_FEATURE_NAMES)
     assert sum(c.startswith("shape_") for c in cols) == 288
     assert sum(c.startswith("burden_") for c in cols) == 5
@@ -57,6 +60,12 @@ def test_features_table_layout_and_values(features_csv, demo_files):
     # the lung lesion uses the given lung parenchyma; the liver lesion falls back (another organ), flagged
     assert table.loc[0, "qc_parenchyma_auto"] == 0 and table.loc[1, "qc_parenchyma_off_organ"] == 1
     assert table[list(WU_FEATURE_NAMES)].notna().all().all()
+    # lesion_volume_ml = the mask as drawn (= radtyper info's volume); these solid lesions: = burden volume
+    for _, row in table.iterrows():
+        assert row["lesion_volume_ml"] * 1000 == pytest.approx(
+            patient.lesion_volume_mm3(row["lesion"]), rel=1e-9
+        )
+        assert row["lesion_feret_mm"] >= row["lesion_recist_long_mm"] >= row["lesion_recist_short_mm"] > 0
 
 
 def test_perturbed_tables_have_the_same_columns(features_csv):

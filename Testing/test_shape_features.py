@@ -145,7 +145,7 @@ def test_sphere_energies_above_degree_one_vanish() -> None:
     assert e[1:].max() < 0.03, e
     assert r.features["burden_mean_radius_mm"] == pytest.approx(10.0, rel=0.03)
     for i in (1, 2, 3):
-        assert r.features[f"burden_axis_{i}_mm"] == pytest.approx(10.0, rel=0.02)
+        assert r.features[f"burden_semiaxis_{i}_mm"] == pytest.approx(10.0, rel=0.02)
         assert r.features[f"shape_axis_norm_{i}"] == pytest.approx(1.0, rel=0.03)
     assert r.features["burden_volume_mm3"] == pytest.approx(4 / 3 * np.pi * 1000, rel=0.02)
 
@@ -153,7 +153,7 @@ def test_sphere_energies_above_degree_one_vanish() -> None:
 def test_ellipsoid_axes_equal_semi_axes() -> None:
     # moment-equivalent semi-axes: exact for a solid ellipsoid; 1-mm voxelisation error ≤ ~1 %
     r = _result("ellipsoid")
-    axes = [r.features[f"burden_axis_{i}_mm"] for i in (1, 2, 3)]
+    axes = [r.features[f"burden_semiaxis_{i}_mm"] for i in (1, 2, 3)]
     np.testing.assert_allclose(axes, [7.0, 10.0, 14.0], rtol=0.05)
     print("ellipsoid (7, 10, 14) mm -> burden axes", np.round(axes, 3))
     radius = r.features["burden_mean_radius_mm"]
@@ -369,7 +369,9 @@ def test_thick_slices_give_valid_features() -> None:
     assert r.qc["qc_genus"] == 0 and r.qc["qc_flipped_triangles"] == 0 and r.qc["qc_degree_used"] == 15
     # 5-mm slices put the boundary anywhere within ±2.5 mm along z: the moment axes of the voxelised
     # ellipsoid itself are off by up to ~10 % (measured 8.07, 9.93, 11.79 here)
-    np.testing.assert_allclose([r.features[f"burden_axis_{i}_mm"] for i in (1, 2, 3)], [8, 9, 12], rtol=0.15)
+    np.testing.assert_allclose(
+        [r.features[f"burden_semiaxis_{i}_mm"] for i in (1, 2, 3)], [8, 9, 12], rtol=0.15
+    )
 
 
 def test_border_touching_lesion_is_flagged() -> None:

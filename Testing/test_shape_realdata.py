@@ -127,7 +127,12 @@ def changes(a: dict[str, float], b: dict[str, float], scale: float = 1.0) -> dic
     e0, e1 = energies(a), energies(b)
     ax0 = np.array([a[n] for n in AXIS_FEATURE_NAMES])
     ax1 = np.array([b[n] for n in AXIS_FEATURE_NAMES])
-    lengths = ("burden_mean_radius_mm", "burden_axis_1_mm", "burden_axis_2_mm", "burden_axis_3_mm")
+    lengths = (
+        "burden_mean_radius_mm",
+        "burden_semiaxis_1_mm",
+        "burden_semiaxis_2_mm",
+        "burden_semiaxis_3_mm",
+    )
     return {
         "vec": relative_change(e0, e1),
         "E1": abs(e1[0] - e0[0]) / e0[0],

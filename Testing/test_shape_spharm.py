@@ -168,9 +168,9 @@ def test_feature_names_are_the_products_fixed_set() -> None:
     assert descriptors.BURDEN_FEATURE_NAMES == (
         "burden_volume_mm3",
         "burden_mean_radius_mm",
-        "burden_axis_1_mm",
-        "burden_axis_2_mm",
-        "burden_axis_3_mm",
+        "burden_semiaxis_1_mm",
+        "burden_semiaxis_2_mm",
+        "burden_semiaxis_3_mm",
     )
     assert set(descriptors.FEATURE_GROUPS.values()) == {"irregularity", "symmetry", "burden"}
     assert len(descriptors.FEATURE_GROUPS) == 293

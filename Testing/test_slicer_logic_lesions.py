@@ -147,19 +147,52 @@ def test_qc_flags_and_problems(qc_case):
     _scene, volume, seg, ids = qc_case
     rows = {r.name: r for r in LesionsLogic().lesion_rows(volume, seg)}
     assert set(rows) == set(ids)
-    assert rows["good"].flags == [] and rows["good"].voxels == 125 and rows["good"].volume_mm3 == 250.0
+    # the test volume is 24 × 30 voxels in-plane: every lesion inside lies within 10 mm of its border
+    assert (
+        rows["good"].flags == ["margin_clipped"]
+        and rows["good"].voxels == 125
+        and rows["good"].volume_mm3 == 250.0
+    )
     assert rows["good"].overlaps == ("overlap",) and rows["overlap"].overlaps == ("good",)
-    assert rows["holed"].hole_voxels == 1 and rows["holed"].flags == ["holes"]
+    assert rows["holed"].hole_voxels == 1 and rows["holed"].flags == ["margin_clipped", "holes"]
     assert rows["border"].flags == ["touches_border"]
-    assert rows["tiny"].voxels == 8 < SMALL_LESION_VOXELS and rows["tiny"].flags == ["too_small"]
-    assert rows["pieces"].components == 2 and rows["pieces"].flags == ["disconnected"]
+    assert rows["tiny"].voxels == 8 < SMALL_LESION_VOXELS and rows["tiny"].flags == [
+        "margin_clipped",
+        "too_small",
+    ]
+    assert rows["pieces"].components == 2 and rows["pieces"].flags == ["margin_clipped", "disconnected"]
     assert rows["outside"].problem == "outside the volume" and rows["outside"].centre_ras is None
     assert rows["partly"].problem.startswith("partly outside the volume (48 of 96 voxels)")
     assert rows["partly"].touches_border and rows["partly"].voxels == 48
     assert rows["empty"].problem == "empty segment" and rows["empty"].volume_mm3 == 0.0
     assert "overlaps good" in rows["overlap"].qc_text()
     as_dict = rows["holed"].as_dict()
-    assert as_dict["holes"] is True and as_dict["qc"] == "holes" and as_dict["segment_id"] == ids["holed"]
+    assert (
+        as_dict["holes"] is True
+        and as_dict["qc"] == "margin clipped; holes"
+        and as_dict["segment_id"] == ids["holed"]
+    )
+
+
+def test_margin_clipped_flag_follows_the_10_mm_shell(tmp_path):
+    """A lesion ≥ 10 mm (in-plane) from the border has no flag; one 5 mm away is ``margin_clipped``."""
+    import SimpleITK as sitk
+
+    scene = slicer.vtkMRMLScene()
+    image = sitk.GetImageFromArray(np.zeros((20, 60, 60), np.int16))
+    image.SetSpacing((1.0, 1.0, 2.0))
+    volume = bridge.sitk_to_volume(image, scene, "CT")
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "lesions")
+    seg.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+    inner = np.zeros((20, 60, 60), bool)
+    inner[5:10, 20:30, 20:30] = True
+    near = np.zeros((20, 60, 60), bool)
+    near[5:10, 5:12, 40:48] = True  # 5 voxels (5 mm) from the y border
+    bridge.add_mask_segment(seg, inner, volume, "inner")
+    bridge.add_mask_segment(seg, near, volume, "near")
+    rows = {r.name: r for r in LesionsLogic().lesion_rows(volume, seg)}
+    assert rows["inner"].flags == []
+    assert rows["near"].flags == ["margin_clipped"] and "margin clipped" in rows["near"].qc_text()
 
 
 def test_bad_inputs_are_radtyper_errors(qc_case):

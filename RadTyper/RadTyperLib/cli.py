@@ -120,6 +120,7 @@ def _print_info(info: dict) -> None:
 def describe_patient(args: argparse.Namespace) -> dict:
     """Load and validate a whole patient (image + lesions + parenchyma + sites) and describe it."""
     patient = load_patient_from_args(args)
+    print_image_warnings(patient)
     ref = patient.image
     return {
         "file": str(args.image),
@@ -227,12 +228,11 @@ def cmd_features(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{fraction * 100:5.1f} %] {message}", file=sys.stderr, flush=True)
 
+    print_image_warnings(patient)
     table, results = patient_features(
         patient, settings, lesions=args.lesion, keep_going=args.keep_going, progress=progress
     )
-    for res in results:
-        if res.error:
-            print(f"radtyper: warning: lesion '{res.lesion.name}': {res.error}", file=sys.stderr)
+    print_lesion_warnings(results)
     outputs = {out: table}
     if args.perturb_mm is not None:
         from .features import perturbation_tables
@@ -249,6 +249,27 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def print_image_warnings(patient: Patient) -> None:
+    """``radtyper: warning: …`` lines about the patient's image (NaN / infinite voxels) on stderr."""
+    from .checks import image_warnings
+
+    for text in image_warnings(patient.image_array(), patient.sources.get("image", "image")):
+        print(f"radtyper: warning: {text}", file=sys.stderr)
+
+
+def print_lesion_warnings(results: Sequence) -> int:
+    """One ``radtyper: warning: lesion '…': …`` line per failed lesion and per QC flag; the count of lines."""
+    from .checks import qc_warnings
+
+    n = 0
+    for res in results:
+        texts = [res.error] if res.error else qc_warnings(res.row)
+        for text in texts:
+            print(f"radtyper: warning: lesion '{res.lesion.name}': {text}", file=sys.stderr)
+            n += 1
+    return n
+
+
 def perturbed_path(features_csv: Path, kind: str) -> Path:
     """``features.csv`` → ``features.eroded.csv`` / ``features.dilated.csv``."""
     return features_csv.with_name(f"{features_csv.stem}.{kind}.csv")
@@ -261,7 +282,7 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .heterogeneity.robust import robust_features
-    from .io import atomic_path
+    from .io import atomic_path, staged_folder
 
     tables: dict[str, list] = {"original": [], "eroded": [], "dilated": []}
     for f in args.features:
@@ -279,15 +300,17 @@ def cmd_robustness(args: argparse.Namespace) -> int:
         frames["original"], frames["eroded"], frames["dilated"], threshold=args.threshold
     )
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "ccc.csv") as tmp:
-        result.ccc.to_csv(tmp, index_label="feature", float_format="%.6g")
-    with atomic_path(out / "robust_features.txt") as tmp:
-        tmp.write_text("".join(f"{name}\n" for name in result.kept))
-    with atomic_path(out / "clusters.json") as tmp:
-        tmp.write_text(
-            _json.dumps({"robust": result.robust, "kept": result.kept, "clusters": result.clusters}, indent=2)
-        )
+    with staged_folder(out) as stage:
+        with atomic_path(stage / "ccc.csv") as tmp:
+            result.ccc.to_csv(tmp, index_label="feature", float_format="%.6g")
+        with atomic_path(stage / "robust_features.txt") as tmp:
+            tmp.write_text("".join(f"{name}\n" for name in result.kept))
+        with atomic_path(stage / "clusters.json") as tmp:
+            tmp.write_text(
+                _json.dumps(
+                    {"robust": result.robust, "kept": result.kept, "clusters": result.clusters}, indent=2
+                )
+            )
     print(
         f"robustness: {len(result.ccc)} features, {len(result.robust)} with CCC ≥ {args.threshold:g} after "
         f"erosion and dilation, {len(result.kept)} kept after decorrelation → {out}"
@@ -297,22 +320,32 @@ def cmd_robustness(args: argparse.Namespace) -> int:
 
 def cmd_heterogeneity(args: argparse.Namespace) -> int:
     """``radtyper heterogeneity --features CSV [--by site] --out DIR``."""
-    from .heterogeneity.report import heterogeneity_report
+    import warnings
 
-    report = heterogeneity_report(
-        read_feature_table(args.features),
-        args.out,
-        by=args.by,
-        n_draws=args.draws,
-        seed=args.seed,
-        robustness=args.robustness,
-    )
+    from .heterogeneity.report import heterogeneity_report
+    from .io import staged_folder
+
+    with warnings.catch_warnings(record=True) as caught, staged_folder(args.out) as stage:
+        warnings.simplefilter("always")
+        report = heterogeneity_report(
+            read_feature_table(args.features),
+            stage,
+            by=args.by,
+            n_draws=args.draws,
+            seed=args.seed,
+            robustness=args.robustness,
+        )
+    for text in dict.fromkeys(str(w.message) for w in caught):
+        print(f"radtyper: warning: {text}", file=sys.stderr)
     for pid, rec in report["patients"].items():
         mtd, ath = rec.get("max_tumoral_divergence"), rec.get("average_tumoral_heterogeneity")
         if mtd is None:
             print(f"heterogeneity: patient {pid}: {rec.get('reason', 'undefined')}")
         else:
-            print(f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}")
+            note = f" ({rec['note']})" if rec.get("note") else ""
+            print(
+                f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}{note}"
+            )
     print(f"heterogeneity: report → {args.out}")
     return 0
 
@@ -332,7 +365,10 @@ def cmd_iith(args: argparse.Namespace) -> int:
         for _, r in scores.iterrows():
             print(f"iith: lesion '{r['lesion']}': HI {r['hi']:.3f} ({r['iith'] or 'no class'})")
         return 0
-    report = iith_report(table, args.out, K=args.k, sigma=args.sigma, t=args.t)
+    from .io import staged_folder
+
+    with staged_folder(args.out) as stage:
+        report = iith_report(table, stage, K=args.k, sigma=args.sigma, t=args.t)
     sizes = report.get("cluster_sizes", {})
     print(f"iith: clusters {sizes} → {args.out}")
     return 0
@@ -401,9 +437,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="per-lesion SPHARM shape, burden and regional-variation features (one CSV row per lesion)",
         description="Compute, for every lesion, the 313 features of Wu et al.: 288 shape_* (SPHARM "
         "coefficient magnitudes, per-degree energies and order entropies, first-order-ellipsoid axes; "
-        "translation/scale/rotation invariant), 5 burden_* (volume mm³, mean radius mm, axes mm) and 20 "
-        "region_* (histogram comparisons of tumour core, invasive margin and 5/10 mm parenchymal margins), "
-        "plus qc_* columns. Columns: lesion, site, shape_*, burden_*, region_*, qc_*, patient, modality.",
+        "translation/scale/rotation invariant), 5 burden_* (volume mm³, mean radius mm, semi-axes mm) and "
+        "20 region_* (histogram comparisons of tumour core, invasive margin and 5/10 mm parenchymal margins); "
+        "beside them the radiologist's lesion_* measures (volume mL, 3-D Feret and RECIST long/short "
+        "diameters mm, surface mm², sphericity), never used as model features; plus qc_* columns (a QC flag "
+        "also prints a warning on stderr). Columns: lesion, site, lesion_*, shape_*, burden_*, region_*, "
+        "radiomics_*, qc_*, patient, modality.",
     )
     add_patient_arguments(p)
     p.add_argument("--out", required=True, metavar="CSV", help="output table (written atomically)")
@@ -535,18 +574,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose ``--out`` is a file (every other ``--out`` is a folder).
+FILE_OUTPUTS: frozenset[tuple[str, str | None]] = frozenset(
+    {("features", None), ("reconstruct", None), ("predict", None), ("seg", "predict")}
+)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP arrived: unwind like Ctrl-C (worker processes are ended, partial files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
+def install_signal_handlers() -> None:
+    """SIGTERM / SIGHUP (``timeout``, cluster schedulers, a closed terminal) unwind as Ctrl-C does."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), _raise_terminated)
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    out = getattr(args, "out", None)
+    if not out:
+        return
+    from .io import check_output_path
+
+    sub = getattr(args, "seg_command", None) or getattr(args, "cohort_command", None)
+    check_output_path(out, "file" if (args.command, sub) in FILE_OUTPUTS else "dir")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``radtyper`` console script."""
+    """Entry point of the ``radtyper`` console script.
+
+    Exit codes: 0 done, 2 bad input or an output that cannot be written (one ``radtyper: error:`` line), 130
+    Ctrl-C, 128 + signal number for SIGTERM (143) and SIGHUP (129); never a traceback for these.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    install_signal_handlers()
     try:
+        _check_out(args)
         return int(args.handler(args))
     except RadTyperError as exc:
         print(f"radtyper: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        import signal
+
+        print(f"radtyper: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print("radtyper: interrupted", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, permission denied, a path that vanished: the system, not a bug
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        print(f"radtyper: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ from .errors import InputError
 
 def cmd_cohort_extract(args: argparse.Namespace) -> int:
     """``radtyper cohort extract MANIFEST.csv --out DIR``."""
-    from .cohort import extract_cohort
+    from .cohort import extract_cohort, failure_summary
     from .features import FeatureSettings
 
     settings = FeatureSettings(radiomics=not args.no_radiomics, region_mode=args.region_mode)
@@ -24,8 +24,9 @@ def cmd_cohort_extract(args: argparse.Namespace) -> int:
         args.manifest, args.out, settings=settings, workers=args.workers, dask_address=args.dask
     )
     print(
-        f"cohort: {len(result.computed)} patient(s) computed, {len(result.skipped)} already done, "
-        f"{len(result.failed_patients)} failed; {len(result.features)} lesion rows → {Path(args.out) / 'features.csv'}"
+        f"cohort: {len(result.computed)} patient(s) computed, {len(result.skipped)} already done; "
+        f"{failure_summary(result.failures)}; {len(result.features)} lesion rows → "
+        f"{Path(args.out) / 'features.csv'}"
     )
     if len(result.failures):
         print(f"cohort: failures and their reasons → {Path(args.out) / 'failures.csv'}")

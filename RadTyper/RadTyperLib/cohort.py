@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .checks import qc_warnings
 from .errors import InputError, RadTyperError
 from .features import QC_ERROR, Cancelled, FeatureSettings, Progress
 from .io import atomic_path
@@ -230,9 +231,31 @@ def write_manifest(path: str | os.PathLike[str], cases: Sequence[CaseSpec]) -> P
 _THREAD_LIMITER: Any = None  # keeps the process-wide threadpool limit of a pool worker alive
 
 
+def _die_with_parent() -> None:
+    """Worker side: end with the parent process, whatever ends it (Linux ``PR_SET_PDEATHSIG``).
+
+    Ctrl-C in a terminal reaches the whole process group: workers ignore SIGINT and let the parent stop them,
+    so a cancelled run prints one message, not one traceback per worker.
+    """
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - not glibc
+            pass
+        if os.getppid() == 1:  # the parent died before prctl took effect
+            os._exit(1)
+
+
 def _init_pool_worker(limit_threads: bool) -> None:
-    """Process-pool initializer: one BLAS/OpenMP and one SimpleITK thread per worker."""
+    """Process-pool initializer: one BLAS/OpenMP and one SimpleITK thread per worker; dies with the parent."""
     global _THREAD_LIMITER
+    _die_with_parent()
     if limit_threads:
         import SimpleITK as sitk
         from threadpoolctl import threadpool_limits
@@ -360,7 +383,9 @@ def read_cohort_table(path: str | os.PathLike[str]) -> Any:
     for col in STRING_COLUMNS:
         if col in table.columns:
             table[col] = table[col].fillna("")
-    return table
+    from .io import rename_legacy_columns
+
+    return rename_legacy_columns(table)
 
 
 def _settings_record(settings: FeatureSettings) -> dict[str, Any]:
@@ -574,6 +599,8 @@ def extract_cohort(
                         fraction(),
                         f"{c.patient}: lesion '{lesion}' {status} ({len(rows[c.patient])}/{len(names)})",
                     )
+                    for text in [] if error else qc_warnings(row):  # QC flags on screen, one line each
+                        report(fraction(), f"{c.patient}: lesion '{lesion}': warning: {text}")
                     if len(rows[c.patient]) == len(names):
                         got = rows.pop(c.patient)
                         del lesion_names[c.patient]
@@ -589,8 +616,9 @@ def extract_cohort(
                         )
                 fill()
         except BaseException:
-            for fut in pending:
-                fut.cancel()
+            if not isinstance(executor, cf.ProcessPoolExecutor):  # the pool cancels its own (Python 3.11:
+                for fut in pending:  # a future cancelled here breaks its manager thread once workers end)
+                    fut.cancel()
             _shutdown(executor, wait=False)
             raise
         else:
@@ -640,8 +668,8 @@ def extract_cohort(
     elapsed = time.perf_counter() - t0
     report(
         1.0,
-        f"cohort: {features.shape[0]} lesion row(s) of {len(tables)} patient(s), {len(failure_table)} "
-        f"failure(s) → {paths['features']} ({elapsed:.1f} s)",
+        f"cohort: {features.shape[0]} lesion row(s) of {len(tables)} patient(s); "
+        f"{failure_summary(failure_table)} → {paths['features']} ({elapsed:.1f} s)",
     )
     return CohortResult(
         features=features,
@@ -655,11 +683,42 @@ def extract_cohort(
     )
 
 
+def failure_summary(failures: Any) -> str:
+    """``"P patient(s) not loaded, L lesion(s) failed"`` from a failures table (one wording for every output)."""
+    lesion = failures["lesion"].fillna("").astype(str) if len(failures) else []
+    n_patients = int(sum(1 for v in lesion if not v))
+    n_lesions = int(len(failures) - n_patients)
+    return f"{n_patients} patient(s) not loaded, {n_lesions} lesion(s) failed"
+
+
 def _shutdown(executor: cf.Executor, wait: bool) -> None:
+    """Stop the executor; ``wait=False`` (an error, Ctrl-C, SIGTERM/SIGHUP) also ends running workers."""
     if isinstance(executor, cf.ProcessPoolExecutor):
-        executor.shutdown(wait=wait, cancel_futures=True)
+        if wait:
+            executor.shutdown(wait=True, cancel_futures=True)
+            return
+        _terminate_pool(executor)
     else:
         executor.shutdown(wait=wait)
+
+
+def _terminate_pool(executor: cf.ProcessPoolExecutor, grace_s: float = 5.0) -> None:
+    """End a process pool now: SIGTERM to every worker, SIGKILL after ``grace_s``, then reap them.
+
+    ``shutdown(wait=False)`` alone lets running tasks finish (minutes per lesion) and, when this process
+    exits meanwhile, leaves the workers and multiprocessing's resource tracker behind.
+    """
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    executor.shutdown(wait=False, cancel_futures=True)  # queued tasks are dropped, no new worker starts
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + grace_s
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join(1.0)
 
 
 def _dask_threads(client: Any) -> int:

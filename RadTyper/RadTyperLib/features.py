@@ -1,6 +1,8 @@
 """Per-lesion feature table: the 313 features of Wu et al., pyradiomics features and QC, one row per lesion.
 
-Columns, in this order: ``lesion``, ``site``, the 288 ``shape_*`` and 5 ``burden_*`` features
+Columns, in this order: ``lesion``, ``site``, the radiologist's ``lesion_*`` measures (volume in mL,
+Feret and RECIST diameters, surface, sphericity; :mod:`RadTyperLib.measures`, never model features), the
+288 ``shape_*`` and 5 ``burden_*`` features
 (:mod:`RadTyperLib.shape`), the 20 ``region_*`` features (:mod:`RadTyperLib.regions`), optional
 ``radiomics_*`` columns, the ``qc_*`` columns, then ``patient`` and ``modality`` (identification for
 cohort tables). Names are defined once here and used by the CLI, the Slicer modules and saved models.
@@ -13,7 +15,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .checks import NONFINITE_MARGIN_MM, nonfinite_near
 from .errors import LesionError, RadTyperError
+from .measures import LESION_MEASURE_NAMES, lesion_measures
 from .patient import Lesion, Patient
 from .regions import REGION_FEATURE_NAMES, RegionalResult, regional_features
 from .shape import BURDEN_FEATURE_NAMES, SHAPE_FEATURE_NAMES, ShapeResult, compute_shape
@@ -109,8 +113,25 @@ def lesion_features(
     """
     s = settings or FeatureSettings()
     les = lesion if isinstance(lesion, Lesion) else patient.lesion(lesion)
-    values, qc, shape, regions = _mask_features(patient, patient.lesion_mask(les), les, s)
-    row: dict[str, float | str] = {"lesion": les.name, "site": les.site, **values, **qc, QC_ERROR: ""}
+    mask = patient.lesion_mask(les)
+    n_bad = nonfinite_near(patient.image_array(), mask, patient.spacing)
+    if n_bad:
+        raise LesionError(
+            les.name,
+            f"the image has {n_bad} NaN or infinite voxel(s) in the lesion or within {NONFINITE_MARGIN_MM:g} mm "
+            "of it; its features would be wrong (replace them in the image, or crop it)",
+        )
+    values, qc, shape, regions = _mask_features(patient, mask, les, s)
+    qc["qc_image_nonfinite_voxels"] = float(patient.nonfinite_voxels())
+    measures = lesion_measures(mask, patient.spacing)
+    row: dict[str, float | str] = {
+        "lesion": les.name,
+        "site": les.site,
+        **measures,
+        **values,
+        **qc,
+        QC_ERROR: "",
+    }
     row.update({"patient": patient.patient_id, "modality": patient.modality})
     return LesionFeatures(les, row, shape, regions)
 
@@ -141,28 +162,60 @@ def perturbation_tables(
     return {k: t[order_columns(t.columns)] for k, t in tables.items()}
 
 
-def _failed_row(patient: Patient, les: Lesion, message: str, s: FeatureSettings) -> dict[str, float | str]:
-    row: dict[str, float | str] = {"lesion": les.name, "site": les.site}
-    row.update(dict.fromkeys(WU_FEATURE_NAMES, float("nan")))
-    if s.radiomics:
-        from .pyradiomics_features import radiomics_feature_names
+_TEMPLATE_COLUMNS: dict[str, tuple[str, ...]] = {}
 
-        row.update(dict.fromkeys(radiomics_feature_names(s.radiomics_params), float("nan")))
-    row[QC_ERROR] = message
+
+def table_columns(settings: FeatureSettings | None = None) -> tuple[str, ...]:
+    """Every column of a computed lesion row under ``settings``, in table order.
+
+    Taken from a computed row (a 6 mm sphere phantom, once per settings and process), so a failed lesion's
+    row has exactly the columns of an analysed one whatever the pipeline adds.
+    """
+    import json
+
+    import SimpleITK as sitk
+
+    s = settings or FeatureSettings()
+    key = json.dumps([s.degree, s.region_mode, s.radiomics, s.radiomics_params], sort_keys=True, default=str)
+    if key not in _TEMPLATE_COLUMNS:
+        z, y, x = np.mgrid[:32, :32, :32]
+        inside = (z - 16) ** 2 + (y - 15.5) ** 2 + (x - 16.5) ** 2 <= 36
+        image = sitk.GetImageFromArray(np.where(inside, 40.0, -800.0).astype(np.float32))
+        labels = sitk.GetImageFromArray(inside.astype(np.uint8))
+        labels.CopyInformation(image)
+        probe = Patient(image, labels, [Lesion(1, "template")], modality="CT")
+        try:
+            row = lesion_features(probe, probe.lesions[0], replace(s, keep_shells=False)).row
+        except RadTyperError:  # pragma: no cover - the phantom always computes; keep the known columns
+            row = dict.fromkeys([*ID_COLUMNS, *LESION_MEASURE_NAMES, *WU_FEATURE_NAMES, QC_ERROR])
+            if s.radiomics:
+                from .pyradiomics_features import radiomics_feature_names
+
+                row.update(dict.fromkeys(radiomics_feature_names(s.radiomics_params)))
+            row.update(dict.fromkeys(TRAILING_COLUMNS))
+        _TEMPLATE_COLUMNS[key] = tuple(order_columns(row))
+    return _TEMPLATE_COLUMNS[key]
+
+
+def _failed_row(patient: Patient, les: Lesion, message: str, s: FeatureSettings) -> dict[str, float | str]:
+    """A failed lesion's row: every column of an analysed row, NaN values, the reason in ``qc_error``."""
+    row: dict[str, float | str] = dict.fromkeys(table_columns(s), float("nan"))
+    row.update({"lesion": les.name, "site": les.site, QC_ERROR: message})
     row.update({"patient": patient.patient_id, "modality": patient.modality})
     return row
 
 
 def order_columns(columns: Sequence[str]) -> list[str]:
-    """Table order: ids, shape, burden, region, radiomics, other features, qc, trailing ids."""
+    """Table order: ids, lesion measures, shape, burden, region, radiomics, other features, qc, trailing ids."""
     cols = list(dict.fromkeys(columns))
-    known = set(ID_COLUMNS) | set(TRAILING_COLUMNS) | set(WU_FEATURE_NAMES)
+    known = set(ID_COLUMNS) | set(TRAILING_COLUMNS) | set(WU_FEATURE_NAMES) | set(LESION_MEASURE_NAMES)
     radiomics = [c for c in cols if c.startswith("radiomics_")]
     qc = [c for c in cols if c.startswith("qc_")]
     rest = [c for c in cols if c not in known and c not in radiomics and c not in qc]
     present = set(cols)
     return [
         *[c for c in ID_COLUMNS if c in present],
+        *[c for c in LESION_MEASURE_NAMES if c in present],
         *[c for c in WU_FEATURE_NAMES if c in present],
         *radiomics,
         *rest,

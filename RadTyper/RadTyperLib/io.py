@@ -106,6 +106,54 @@ def read_model_json(
     return mj, meta
 
 
+def check_output_path(path: str | os.PathLike[str], kind: str = "file") -> Path:
+    """Refuse, before any computation, an output that cannot be written: ``kind`` is "file" or "dir".
+
+    Raises:
+        InputError: a parent of ``path`` is a file, ``path`` is a folder where a file is expected (or the
+            reverse), or the nearest existing parent folder is not writable.
+    """
+    p = Path(path)
+    if kind == "file" and p.is_dir():
+        raise InputError(f"{p}: is a folder; --out must name a file")
+    if kind == "dir" and p.exists() and not p.is_dir():
+        raise InputError(f"{p}: is a file; --out must name a folder")
+    parent = p.parent if kind == "file" or not p.exists() else p
+    while True:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{p}: cannot write there: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"{p}: cannot write there: folder {parent} is not writable")
+            return p
+        if parent.parent == parent:
+            return p
+        parent = parent.parent
+
+
+@contextlib.contextmanager
+def staged_folder(out_dir: str | os.PathLike[str]) -> Iterator[Path]:
+    """All-or-nothing output folder: yield an empty staging folder beside ``out_dir``; on success its files
+    are moved into ``out_dir`` (created; files of the same name replaced), on failure it is removed and
+    ``out_dir`` is left as it was."""
+    import shutil
+
+    target = Path(out_dir)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.stage-", dir=target.parent))
+    try:
+        yield stage
+        target.mkdir(exist_ok=True)
+        for src in sorted(stage.rglob("*")):
+            dst = target / src.relative_to(stage)
+            if src.is_dir():
+                dst.mkdir(exist_ok=True)
+            else:
+                os.replace(src, dst)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
@@ -137,11 +185,18 @@ def read_image(path: str | os.PathLike[str]) -> sitk.Image:
         raise InputError(f"{p}: cannot read as an image ({reason[:160]})") from None
     if img.GetDimension() == 4 and img.GetSize()[3] == 1:
         img = img[:, :, :, 0]
+    if img.GetDimension() == 4:
+        raise InputError(
+            f"{p}: 4-D image ({img.GetSize()[3]} volumes of {img.GetSize()[0]}×{img.GetSize()[1]}×"
+            f"{img.GetSize()[2]}, e.g. a DCE or diffusion series); RadTyper analyses one 3-D volume: "
+            "extract the phase to analyse first"
+        )
     if img.GetDimension() != 3:
         raise InputError(f"{p}: expected a 3-D image, got {img.GetDimension()}-D")
     if img.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
-            f"{p}: expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components"
+            f"{p}: expected a scalar image, got {img.GetNumberOfComponentsPerPixel()} components per voxel "
+            "(a colour, vector or multi-phase image); RadTyper analyses one scalar 3-D volume"
         )
     return img
 
@@ -163,7 +218,7 @@ def _as_label_image(img: sitk.Image, source: str) -> sitk.Image:
         if np.any(arr != np.round(arr)):
             raise InputError(
                 f"{source}: non-integer mask values (e.g. {float(arr[arr != np.round(arr)].flat[0]):g}); "
-                "a lesion mask must hold integer labels (0 = background)"
+                "a lesion mask must hold integer labels (0 = background); threshold a probability map first"
             )
     if arr.size and arr.min() < 0:
         raise InputError(f"{source}: negative label value {arr.min()} in the mask")
@@ -179,6 +234,9 @@ def read_label_map(path: str | os.PathLike[str]) -> tuple[sitk.Image, list[Lesio
     values = [int(v) for v in np.unique(sitk.GetArrayViewFromImage(labels)) if v != 0]
     if not values:
         raise InputError(f"{p}: empty mask (no lesion voxel)")
+    from .checks import check_label_count
+
+    check_label_count(len(values), str(p))
     lesions = [Lesion(label=v, name=f"lesion_{v}", color=default_color(i)) for i, v in enumerate(values)]
     return labels, lesions
 
@@ -410,7 +468,9 @@ def guess_modality(image: sitk.Image) -> str:
     """Guess CT vs MR from intensities: CT when the 1st percentile is ≤ −500 (air or lung in HU)."""
     arr = sitk.GetArrayViewFromImage(image)
     sample = arr.ravel()[:: max(1, arr.size // 200_000)]
-    return "CT" if np.percentile(sample, 1) <= -500 else "MR"
+    if np.issubdtype(sample.dtype, np.floating):
+        sample = sample[np.isfinite(sample)]  # NaN voxels (e.g. outside the field of view) do not count
+    return "CT" if sample.size and np.percentile(sample, 1) <= -500 else "MR"
 
 
 def load_patient(
@@ -473,6 +533,28 @@ def write_patient(patient: Patient, out_dir: str | os.PathLike[str]) -> dict[str
 # --- tables and JSON ----------------------------------------------------------------------------------
 #: Identifier columns of RadTyper tables, always read as text (a patient "001" stays "001").
 ID_COLUMNS: tuple[str, ...] = ("lesion", "patient", "site", "modality", "cancer_type")
+#: Columns renamed since earlier RadTyper versions (old name → new name). Feature tables and subtype model
+#: bundles written with an old name are read with the new one (:func:`rename_legacy_columns`), so older
+#: cohort tables and the shipped default model keep working. ``burden_axis_*_mm`` were semi-axes, easily
+#: taken for diameters.
+RENAMED_COLUMNS: dict[str, str] = {
+    "burden_axis_1_mm": "burden_semiaxis_1_mm",
+    "burden_axis_2_mm": "burden_semiaxis_2_mm",
+    "burden_axis_3_mm": "burden_semiaxis_3_mm",
+}
+
+
+def current_column_name(name: str) -> str:
+    """The current name of a (possibly renamed, see :data:`RENAMED_COLUMNS`) column."""
+    return RENAMED_COLUMNS.get(name, name)
+
+
+def rename_legacy_columns(table):
+    """``table`` with old column names (:data:`RENAMED_COLUMNS`) renamed in place, when the new is absent."""
+    old = {o: n for o, n in RENAMED_COLUMNS.items() if o in table.columns and n not in table.columns}
+    if old:
+        table.rename(columns=old, inplace=True)
+    return table
 
 
 def read_feature_table(source):
@@ -484,7 +566,7 @@ def read_feature_table(source):
     import pandas as pd
 
     if isinstance(source, pd.DataFrame):
-        return source.copy()
+        return rename_legacy_columns(source.copy())
     path = Path(source)
     if not path.is_file():
         raise InputError(f"feature table not found: {path}")
@@ -494,7 +576,7 @@ def read_feature_table(source):
         raise InputError(f"{path.name}: not a readable CSV table ({exc})") from exc
     if table.empty:
         raise InputError(f"{path.name}: the table has no row")
-    return table
+    return rename_legacy_columns(table)
 
 
 def write_csv(frame, path: str | os.PathLike[str], **to_csv_kwargs) -> Path:

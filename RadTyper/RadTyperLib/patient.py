@@ -50,6 +50,7 @@ class Patient:
     patient_id: str = "patient"
     modality: str = "CT"
     sources: dict[str, str] = field(default_factory=dict)  # role -> file name, for messages
+    _nonfinite: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.modality = self.modality.upper()
@@ -77,6 +78,11 @@ class Patient:
         for les in self.lesions:
             if counts.get(les.label, 0) == 0:
                 raise LesionError(les.name, f"empty mask (no voxel has label {les.label})")
+        from .checks import check_label_count, check_nested
+
+        source = self.sources.get("lesions", "lesions")
+        check_label_count(len(counts), source)
+        check_nested(self.label_array(), source, {les.label: les.name for les in self.lesions})
 
     # --- geometry -------------------------------------------------------------------------------------
     @property
@@ -135,6 +141,14 @@ class Patient:
         """Lesion volume in mm³ (voxel count × voxel volume)."""
         les = lesion if isinstance(lesion, Lesion) else self.lesion(lesion)
         return self.voxel_counts().get(les.label, 0) * float(np.prod(self.spacing))
+
+    def nonfinite_voxels(self) -> int:
+        """Number of NaN / infinite image voxels (computed once)."""
+        if self._nonfinite is None:
+            from .checks import nonfinite_count
+
+            self._nonfinite = nonfinite_count(self.image_array())
+        return self._nonfinite
 
     def lesion_centroid_mm(self, lesion: Lesion | str | int) -> np.ndarray:
         """Centre of mass of a lesion in physical LPS coordinates (mm)."""

@@ -267,6 +267,14 @@ def _expand(box: tuple[slice, ...], margin: Sequence[int], shape: Sequence[int])
     )
 
 
+def margin_shell_clipped(
+    box: tuple[slice, ...], shape: Sequence[int], spacing_xyz: tuple[float, float, float], mode: str = "2d"
+) -> bool:
+    """True when a lesion whose ``[z, y, x]`` bounding box is ``box`` (in an image of ``shape``) has its 10 mm
+    margin shell cut by the image border (``qc_shell_clipped``); used by the Slicer lesion table."""
+    return bool(_shell_clipped(box, shape, spacing_xyz, mode))
+
+
 def _shell_clipped(
     box: tuple[slice, ...], shape: Sequence[int], spacing_xyz: tuple[float, float, float], mode: str
 ) -> bool:

@@ -667,7 +667,20 @@ def _profile_section(feats: Any, label_table: Any, group: str, out: Path) -> Rep
     )
 
 
-def cohort_report(
+def cohort_report(out_dir: PathLike, **options: Any) -> Path:
+    """All-or-nothing :func:`write_cohort_report`: every file is made in a staging folder beside ``out_dir``
+    and moved into ``out_dir`` only when the whole report succeeded (a failure leaves ``out_dir`` as it was:
+    no ``consensus.png`` without its report). Same options; returns ``out_dir/index.html``."""
+    from .io import staged_folder
+
+    target = Path(out_dir)
+    with staged_folder(target) as stage:
+        html_path = write_cohort_report(stage, **options)
+        name = html_path.relative_to(stage)
+    return target / name
+
+
+def write_cohort_report(
     out_dir: PathLike,
     *,
     labels: Any = None,

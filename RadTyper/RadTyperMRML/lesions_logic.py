@@ -15,6 +15,9 @@ QC flags of a lesion (:class:`LesionRow`):
 
 * ``touches_border`` — the segment reaches the first or last voxel layer of the volume on some axis, or lies
   partly outside it (its shape and margins are cut);
+* ``margin_clipped`` — the segment does not touch the border but lies within 10 mm of it in the slice plane:
+  its 10 mm margin shell is cut, so the regional-variation features use fewer voxels (``qc_shell_clipped``
+  of the feature table; a segment touching the border has ``touches_border`` instead);
 * ``holes`` — the segment has enclosed cavities (3-D holes not connected to the outside); the shape step
   fills them;
 * ``too_small`` — fewer than :data:`SMALL_LESION_VOXELS` voxels: the SPHARM degree is reduced and the shape
@@ -38,6 +41,7 @@ import vtk
 
 from RadTyperLib.errors import InputError, LesionError, RadTyperError
 from RadTyperLib.io import SITE_TAG
+from RadTyperLib.regions import margin_shell_clipped
 
 from .bridge import add_mask_segment, optional_path, segment_on_volume_grid, volume_to_sitk
 
@@ -48,7 +52,7 @@ PARENCHYMA_REFERENCE = "RadTyperParenchyma"
 #: Segment name of a computed parenchyma.
 PARENCHYMA_SEGMENT = "parenchyma"
 PARENCHYMA_COLOR = (0.55, 0.75, 0.95)
-QC_FLAGS: tuple[str, ...] = ("touches_border", "holes", "too_small", "disconnected")
+QC_FLAGS: tuple[str, ...] = ("touches_border", "margin_clipped", "holes", "too_small", "disconnected")
 SEGMENTATION_METHODS: tuple[str, ...] = ("classical", "unet")
 #: Segment tag recording how a lesion segment was made (``unet`` for automatic ones: "accept or edit").
 SOURCE_TAG = "RadTyper.Source"
@@ -72,6 +76,7 @@ class LesionRow:
     components: int = 0
     hole_voxels: int = 0
     touches_border: bool = False
+    margin_clipped: bool = False
     too_small: bool = False
     centre_ras: tuple[float, float, float] | None = None
     overlaps: tuple[str, ...] = ()
@@ -249,6 +254,9 @@ class LesionsLogic:
                 row.problem = f"partly outside the volume ({n_outside} of {n_segment} voxels)"
             row.touches_border = bool(n_outside) or any(
                 s.start == 0 or s.stop == n for s, n in zip(box, shape_zyx, strict=True)
+            )
+            row.margin_clipped = not row.touches_border and margin_shell_clipped(
+                box, shape_zyx, tuple(float(v) for v in volume_node.GetSpacing()), "2d"
             )
             row.components = _count_components(mask)
             row.hole_voxels = _hole_voxels(mask)

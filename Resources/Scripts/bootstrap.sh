@@ -1,18 +1,29 @@
 #!/usr/bin/env bash
 # Create (or reuse) the virtual environment of a RadTyper checkout and install everything it needs.
 #
-#   bash Resources/Scripts/bootstrap.sh        # used by demo.sh and test.sh
+#   bash Resources/Scripts/bootstrap.sh                # default set-up (demo.sh): no torch
+#   bash Resources/Scripts/bootstrap.sh --with-torch   # + torch for discovery and the U-Net (test.sh)
 #
-# Environment: PYTHON (interpreter, default python3, >= 3.10), RADTYPER_VENV (default <repo>/.venv).
+# Environment: PYTHON (interpreter, default python3, >= 3.10), RADTYPER_VENV (default <repo>/.venv),
+# RADTYPER_TORCH=1 (same as --with-torch).
 # Installs, in this order: the Debian EGL/Mesa libraries for offscreen VTK rendering (when run as root on
-# Debian/Ubuntu and they are missing), torch==2.13.0 (CPU build; installed first so nothing pulls a CUDA
-# build), then RadTyper itself in editable mode with all extras. A stamp file skips the pip step when
-# pyproject.toml has not changed since the last run.
+# Debian/Ubuntu and they are missing), with --with-torch torch==2.13.0 (CPU build; installed first so
+# nothing pulls a CUDA build), then RadTyper itself in editable mode with every extra but torch
+# (".[standard]", or ".[all]" with torch). torch (~750 MB) is only needed by subtype discovery and the U-Net;
+# the demo and prediction run without it. A stamp file skips the pip step when pyproject.toml and this
+# script have not changed since the last run (a venv set up with torch also serves the default set-up).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${RADTYPER_VENV:-$ROOT/.venv}"
 PY="${PYTHON:-python3}"
+WITH_TORCH="${RADTYPER_TORCH:-0}"
+for arg in "$@"; do
+  case "$arg" in
+    --with-torch) WITH_TORCH=1 ;;
+    *) printf 'bootstrap: unknown option %s (use --with-torch)\n' "$arg" >&2; exit 2 ;;
+  esac
+done
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 ensure_system_libs() {
@@ -48,17 +59,28 @@ PYEOF
 install_packages() {
   local stamp="$VENV/.radtyper-install-stamp"
   local want
-  want="$(cat "$ROOT/pyproject.toml" "$ROOT/Resources/Scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && "$VENV/bin/python" -c "import RadTyperLib" 2>/dev/null; then
-    log "virtual environment up to date ($VENV)"
-    return 0
+  local hash
+  hash="$(cat "$ROOT/pyproject.toml" "$ROOT/Resources/Scripts/bootstrap.sh" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$stamp" ] && "$VENV/bin/python" -c "import RadTyperLib" 2>/dev/null; then
+    local have
+    have="$(cat "$stamp")"
+    # a venv set up with torch serves both set-ups; one without torch only the default one
+    if [ "$have" = "$hash torch" ] || { [ "$WITH_TORCH" = "0" ] && [ "$have" = "$hash" ]; }; then
+      log "virtual environment up to date ($VENV)"
+      return 0
+    fi
   fi
   log "installing packages into $VENV (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
-  # torch first, pinned to the CPU build: a plain 'torch' or a newer pin would pull GBs of CUDA packages.
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[all]"
-  echo "$want" > "$stamp"
+  if [ "$WITH_TORCH" = "1" ]; then
+    # torch first, pinned to the CPU build: a plain 'torch' or a newer pin would pull GBs of CUDA packages.
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[all]"
+    echo "$hash torch" > "$stamp"
+  else
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[standard]"
+    echo "$hash" > "$stamp"
+  fi
 }
 
 ensure_system_libs

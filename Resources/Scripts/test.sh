@@ -4,7 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 VENV="${RADTYPER_VENV:-$ROOT/.venv}"
-bash "$ROOT/Resources/Scripts/bootstrap.sh"
+bash "$ROOT/Resources/Scripts/bootstrap.sh" --with-torch  # the tests cover discovery and the U-Net
 cd "$ROOT"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .

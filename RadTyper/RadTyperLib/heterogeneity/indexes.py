@@ -66,6 +66,10 @@ def feature_columns(table: pd.DataFrame, prefixes: Sequence[str] = FEATURE_PREFI
     ]
 
 
+#: Note of a patient (or table) whose lesions have identical feature values.
+IDENTICAL_NOTE = "the lesions have identical feature values: MTD = ATH = 0 (no inter-lesion heterogeneity)"
+
+
 def default_features(table: pd.DataFrame) -> list[str]:
     """All numeric ``shape_*``, ``burden_*``, ``region_*``, ``radiomics_*`` columns not constant in ``table``.
 
@@ -311,6 +315,8 @@ def _group_record(
         )
         return rec
     d = cosine_distance_matrix(scaled)
+    if np.all(raw == raw[0]):
+        rec["note"] = IDENTICAL_NOTE
     cv, notes = cv_values(raw)
     defined = cv[~np.isnan(cv)]
     rec.update(
@@ -358,10 +364,18 @@ def prepare(
         if msg:
             raise InputError(f"by-site analysis: {msg}")
     feats = default_features(table) if features is None else list(features)
+    identical = False
+    if not feats and features is None and feature_columns(table):
+        # every feature is constant over the table: the lesions are identical, MTD = ATH = 0 (a note says so)
+        feats, identical = list(feature_columns(table)), True
     if not feats:
         raise InputError("no usable feature column (shape_*, burden_*, region_*, radiomics_*, not constant)")
     table = table.assign(site=sites)
     clean, feats, info = clean_table(table, feats)
+    if identical:
+        msg = IDENTICAL_NOTE
+        info["warnings"].append(msg)
+        warnings.warn(msg, HeterogeneityWarning, stacklevel=3)
     raw = clean[feats].to_numpy(dtype=float)
     scaled = minmax_scale(clean, feats).to_numpy(dtype=float) if scale else raw
     return {

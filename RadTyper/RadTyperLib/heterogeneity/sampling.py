@@ -407,10 +407,12 @@ def plot_recovery_curves(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharey=True)
     panels = (("ath", "Average tumoral heterogeneity"), ("mtd", "Maximal tumoral divergence"))
+    drawn = 0
     for ax, (key, name) in zip(axes, panels, strict=True):
         for label, t in series.items():
-            if t is None or t.empty:
+            if t is None or t.empty or not np.isfinite(t[f"{key}_mean"].to_numpy(dtype=float)).any():
                 continue
+            drawn += 1
             bold = label == "cohort"
             (line,) = ax.plot(
                 t["k"], t[f"{key}_mean"], marker="o", ms=3, lw=2.2 if bold else 1.2, label=label
@@ -422,7 +424,18 @@ def plot_recovery_curves(
         ax.set_ylim(0, 105)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("recovered (%)")
-    if len(series) <= 12:
+    if not drawn:  # e.g. every patient has one lesion: say so instead of an empty plot
+        for ax in axes:
+            ax.text(
+                0.5,
+                0.5,
+                "no recovery curve:\nheterogeneity needs ≥ 2 lesions\nin a patient",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.3",
+            )
+    elif len(series) <= 12:
         axes[1].legend(fontsize=8, loc="lower right")
     if title:
         fig.suptitle(title)

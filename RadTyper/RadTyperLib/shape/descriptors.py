@@ -15,7 +15,7 @@ distance of the surface to its centroid (mm; vertex-area-weighted mean over the 
 * ``shape_axis_norm_1..3`` (3): lesion semi-axes / radius, ascending (*symmetry*: directionally dependent
   expansion; 1, 1, 1 for a sphere);
 * ``burden_volume_mm3`` (cleaned mask: voxel count × voxel volume on the original grid, largest component
-  with enclosed cavities filled), ``burden_mean_radius_mm`` (= radius), ``burden_axis_1..3_mm`` (semi-axes,
+  with enclosed cavities filled), ``burden_mean_radius_mm`` (= radius), ``burden_semiaxis_1..3_mm`` (semi-axes,
   ascending) (5, *burden*).
 
 Semi-axes — derivation and choice. The degree-1 part of the expansion is linear in the sphere point s:
@@ -91,9 +91,9 @@ SHAPE_FEATURE_NAMES: tuple[str, ...] = (
 BURDEN_FEATURE_NAMES: tuple[str, ...] = (
     "burden_volume_mm3",
     "burden_mean_radius_mm",
-    "burden_axis_1_mm",
-    "burden_axis_2_mm",
-    "burden_axis_3_mm",
+    "burden_semiaxis_1_mm",
+    "burden_semiaxis_2_mm",
+    "burden_semiaxis_3_mm",
 )
 #: Paper group of every feature (Wu et al.: irregularity, symmetry, burden).
 FEATURE_GROUPS: dict[str, str] = {

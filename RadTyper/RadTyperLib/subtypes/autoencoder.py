@@ -18,7 +18,8 @@ and the batch order come from seeded generators. The same seed, data and torch v
 weights on CPU.
 
 The trained encoder is applied unchanged to new data by :func:`encode` — a numpy evaluation (float64) of
-the saved weights, so encoding needs no torch once the weights are loaded.
+the saved weights; the weights file is read with numpy too (:func:`read_torch_state`), so predicting and
+embedding with a saved model need no torch (only training does).
 """
 
 from __future__ import annotations
@@ -210,8 +211,87 @@ def save_state(state: dict[str, np.ndarray], path) -> None:
         torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()}, fh)
 
 
+#: Storage classes of a torch file → numpy dtypes (what :func:`read_torch_state` accepts).
+_TORCH_STORAGE_DTYPES: dict[str, str] = {
+    "FloatStorage": "f4",
+    "DoubleStorage": "f8",
+    "HalfStorage": "f2",
+    "LongStorage": "i8",
+    "IntStorage": "i4",
+    "ShortStorage": "i2",
+    "CharStorage": "i1",
+    "ByteStorage": "u1",
+    "BoolStorage": "?",
+}
+
+
+def read_torch_state(path) -> dict[str, np.ndarray]:
+    """Read a torch state dict file (``torch.save`` zip format) with numpy only: no torch needed.
+
+    Only tensors (``torch._utils._rebuild_tensor_v2`` over typed storages) in a dict / OrderedDict are
+    accepted — any other object in the pickle is refused, so no code is run. Values equal ``torch.load``'s
+    exactly (tested).
+
+    Raises:
+        InputError: not a torch zip file, or it holds anything but plain tensors.
+    """
+    import collections
+    import pickle
+    import zipfile
+    from pathlib import Path
+
+    from ..errors import InputError
+
+    p = Path(path)
+    try:
+        zf = zipfile.ZipFile(p)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise InputError(f"{p}: not a torch weights file ({exc})") from None
+    with zf:
+        names = zf.namelist()
+        pkl = next((n for n in names if n.endswith("data.pkl")), None)
+        if pkl is None:
+            raise InputError(f"{p}: not a torch weights file (no data.pkl)")
+        prefix = pkl[: -len("data.pkl")]
+        order = zf.read(prefix + "byteorder").decode().strip() if prefix + "byteorder" in names else "little"
+        endian = "<" if order == "little" else ">"
+
+        def rebuild(storage, offset, size, stride, *_ignored):
+            item = storage.dtype.itemsize
+            view = np.lib.stride_tricks.as_strided(
+                storage[offset:], shape=tuple(size), strides=tuple(int(s) * item for s in stride)
+            )
+            return np.array(view, dtype=storage.dtype.newbyteorder("="))
+
+        class _Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str):
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return rebuild
+                if (module, name) == ("collections", "OrderedDict"):
+                    return collections.OrderedDict
+                if module == "torch" and name in _TORCH_STORAGE_DTYPES:
+                    return name
+                raise InputError(f"{p}: unexpected object {module}.{name} in the weights file (refused)")
+
+            def persistent_load(self, pid):
+                kind, storage_type, key, _location, numel = pid
+                if kind != "storage" or storage_type not in _TORCH_STORAGE_DTYPES:
+                    raise InputError(f"{p}: unexpected storage {pid!r} in the weights file")
+                dtype = np.dtype(endian + _TORCH_STORAGE_DTYPES[storage_type])
+                return np.frombuffer(zf.read(f"{prefix}data/{key}"), dtype=dtype, count=int(numel))
+
+        import io
+
+        try:
+            raw = _Unpickler(io.BytesIO(zf.read(pkl))).load()
+        except (pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError) as exc:
+            raise InputError(f"{p}: unreadable torch weights file ({type(exc).__name__}: {exc})") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, np.ndarray) for v in raw.values()):
+        raise InputError(f"{p}: the weights file does not hold a state dict of tensors")
+    return {str(k): v for k, v in raw.items()}
+
+
 def load_state(path) -> dict[str, np.ndarray]:
-    """Read a state dict written by :func:`save_state` (``weights_only=True``: no code is unpickled)."""
-    torch = import_torch()
-    raw = torch.load(str(path), map_location="cpu", weights_only=True)
-    return {k: v.numpy().copy() for k, v in raw.items()}
+    """Read a state dict written by :func:`save_state` — with numpy only (:func:`read_torch_state`), so that
+    prediction and embedding need no torch."""
+    return read_torch_state(path)

@@ -42,7 +42,14 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InputError
-from ..io import atomic_path, read_feature_table, read_model_json, sha256_file, to_jsonable
+from ..io import (
+    atomic_path,
+    current_column_name,
+    read_feature_table,
+    read_model_json,
+    sha256_file,
+    to_jsonable,
+)
 from .data import (
     Scaler,
     SubtypeWarning,
@@ -263,7 +270,7 @@ def refit_classifier(directory: str | os.PathLike[str], meta: dict[str, Any]) ->
     from .classifier import make_classifier
 
     d = Path(directory)
-    names = [str(f) for f in meta["feature_names"]]
+    names = [current_column_name(str(f)) for f in meta["feature_names"]]
     table = read_feature_table(d / TRAINING_FEATURES_FILE)
     pm = patient_matrix(table, names, str(meta["aggregation"]))
     labels = pd.read_csv(d / LABELS_FILE, dtype=str)
@@ -306,7 +313,8 @@ def load_bundle(path: str | os.PathLike[str] | SubtypeModel, *, refit: bool | No
         raise InputError(f"{cpath}: checksum differs from model.json (file changed or corrupted)")
     saved, running = cinfo.get("sklearn_version", "?"), sklearn.__version__
     sv, rv = _version_tuple(saved), _version_tuple(running)
-    names = [str(f) for f in meta["feature_names"]]
+    # feature names as this version calls them (renamed columns, e.g. burden_axis_* → burden_semiaxis_*)
+    names = [current_column_name(str(f)) for f in meta["feature_names"]]
     if refit is None:
         refit = sv != rv and has_training_data(d)
     if refit:
