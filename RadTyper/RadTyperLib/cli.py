@@ -306,13 +306,28 @@ def cmd_heterogeneity(args: argparse.Namespace) -> int:
         n_draws=args.draws,
         seed=args.seed,
         robustness=args.robustness,
+        cv_null=args.cv_null,
+        alpha=args.alpha,
+        groups=args.groups,
     )
+    for line in report.get("cv_warnings", []):
+        print(f"radtyper: warning: {line}", file=sys.stderr)
     for pid, rec in report["patients"].items():
         mtd, ath = rec.get("max_tumoral_divergence"), rec.get("average_tumoral_heterogeneity")
         if mtd is None:
             print(f"heterogeneity: patient {pid}: {rec.get('reason', 'undefined')}")
         else:
-            print(f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}")
+            t = rec.get("tests", {})
+            p_adj, sig = t.get("p_bonferroni_t_test"), t.get("significant_t_test")
+            test = (
+                ""
+                if p_adj is None
+                else f", mean CV t-test p_Bonferroni {p_adj:.3g}"
+                + (" (significant)" if sig else " (not significant)")
+            )
+            print(
+                f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}{test}"
+            )
     print(f"heterogeneity: report → {args.out}")
     return 0
 
@@ -464,9 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="From a per-lesion feature table (one or more patients): absolute coefficient of "
         "variation per feature, maximal tumoral divergence and average tumoral heterogeneity (cosine "
         "distances of min–max scaled feature vectors; ATH = mean of the n×n matrix), lesion-sampling "
-        "simulations (2 or 3 random lesions, ≤ 2 or 3 per site, RECIST-like) and random-k recovery curves. "
-        "Writes heterogeneity.json (keys max_tumoral_divergence and average_tumoral_heterogeneity per "
-        "patient), heterogeneity.csv, cv.csv, sampling.csv, recovery_curves.csv and recovery_curves.png.",
+        "simulations (2 or 3 random lesions, ≤ 2 or 3 per site, RECIST-like) and random-k recovery curves, "
+        "and the paper's significance tests of the CVs: per feature over patients (one-sample t-test, exact "
+        "Wilcoxon signed-rank; Bonferroni over features) and per patient over features (same tests; "
+        "Bonferroni over patients). CVs of features with values of both signs and |mean| < sd are flagged "
+        "(sign_mixed_small_mean, a warning on stderr) and left out of the tests. Writes heterogeneity.json "
+        "(keys max_tumoral_divergence and average_tumoral_heterogeneity per patient), heterogeneity.csv, "
+        "cv.csv, sampling.csv, recovery_curves.csv, recovery_curves.png, tests_features.csv and "
+        "tests_patients.csv.",
     )
     p.add_argument("--features", required=True, metavar="CSV", help="per-lesion feature table")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -478,6 +498,26 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CCC_CSV",
         help="ccc.csv from 'radtyper robustness': use its robust features, decorrelated (default: all "
         "non-constant shape_, burden_, region_ and radiomics_ features)",
+    )
+    p.add_argument(
+        "--cv-null",
+        type=float,
+        default=0.0,
+        metavar="CV",
+        help="null value of the CV in Henry et al.'s tests (default 0, the paper's: any variation); e.g. the "
+        "CV of repeated scans to test for heterogeneity beyond measurement noise",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="level of the Bonferroni-corrected p-values (default 0.05; the paper's 0.0015 is 0.05/33)",
+    )
+    p.add_argument(
+        "--groups",
+        metavar="COLUMN",
+        help="column giving each patient one of two groups (e.g. oligo/multi): adds the paper's exact "
+        "Wilcoxon rank-sum test of the CVs between the groups, per feature",
     )
     p.set_defaults(handler=cmd_heterogeneity)
 
