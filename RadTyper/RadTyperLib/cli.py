@@ -239,9 +239,16 @@ def cmd_features(args: argparse.Namespace) -> int:
 
         if args.perturb_mm <= 0:
             raise InputError(f"--perturb-mm must be > 0 mm, got {args.perturb_mm:g}")
-        tables = perturbation_tables(patient, settings, mm=args.perturb_mm, lesions=args.lesion)
+        tables = perturbation_tables(
+            patient, settings, mm=args.perturb_mm, lesions=args.lesion, grid=args.perturb_grid
+        )
         outputs[perturbed_path(out, "eroded")] = tables["eroded"]
         outputs[perturbed_path(out, "dilated")] = tables["dilated"]
+        reference = perturbed_path(out, "reference")
+        if args.perturb_grid == "1mm":  # the unperturbed lesion on the same 1 mm grid: the CCC's reference
+            outputs[reference] = tables["original"]
+        elif reference.exists():  # a stale 1 mm reference would be paired with native-grid perturbations
+            reference.unlink()
     for path, frame in outputs.items():
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.8g")
@@ -266,7 +273,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     tables: dict[str, list] = {"original": [], "eroded": [], "dilated": []}
     for f in args.features:
         path = Path(f)
-        tables["original"].append(read_feature_table(path))
+        reference = perturbed_path(path, "reference")  # written with --perturb-grid 1mm
+        tables["original"].append(read_feature_table(reference if reference.is_file() else path))
         for kind in ("eroded", "dilated"):
             sibling = perturbed_path(path, kind)
             if not sibling.is_file():
@@ -456,6 +464,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write the features of every lesion eroded and dilated by MM mm (e.g. 1) as "
         "<out>.eroded.csv and <out>.dilated.csv, the input of 'radtyper robustness'",
     )
+    p.add_argument(
+        "--perturb-grid",
+        choices=["1mm", "native"],
+        default="1mm",
+        help="grid of the erosion/dilation: 1mm = every lesion resampled to 1 mm voxels (B-spline image, "
+        "crop of 20 mm around the lesion) and perturbed there as Henry et al. (default; the unperturbed "
+        "lesion on that grid is written as <out>.reference.csv, the CCC's reference); native = the image "
+        "grid, radius raised to the finest voxel spacing (nothing changes along z on 5 mm slices)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=cmd_features)
 
@@ -463,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
         "robustness",
         help="segmentation-robust features: Lin's CCC between original and 1 mm eroded/dilated lesions",
         description="Read feature tables written by 'radtyper features --perturb-mm' (their .eroded.csv and "
-        ".dilated.csv siblings too), compute Lin's concordance correlation coefficient of every feature "
+        ".dilated.csv siblings too, and .reference.csv, the unperturbed lesions on the 1 mm grid, in place of "
+        "the table itself when present), compute Lin's concordance correlation coefficient of every feature "
         "between original and eroded, and original and dilated lesions across all lesions, keep features "
         "with CCC ≥ threshold for both, then keep one feature per cluster of |Pearson r| ≥ 0.9. Writes "
         "ccc.csv, robust_features.txt (kept list) and clusters.json into DIR.",

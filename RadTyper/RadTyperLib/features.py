@@ -121,11 +121,14 @@ def perturbation_tables(
     mm: float = 1.0,
     *,
     lesions: Sequence[str] | None = None,
+    grid: str = "1mm",
 ) -> dict:
     """Feature tables of the lesions (default all) on their original, ``mm``-eroded and ``mm``-dilated masks.
 
     Returns ``{"original" | "eroded" | "dilated": DataFrame}`` in the table column order; the input of
     :func:`RadTyperLib.heterogeneity.robust.robust_features` (Lin's CCC ≥ 0.8 for both perturbations).
+    ``grid`` "1mm" (Henry et al.: each lesion resampled to 1 mm voxels, the three masks there; "original" is
+    then the resampled lesion) or "native" (the image grid); see :mod:`RadTyperLib.heterogeneity.robust`.
     """
     from .heterogeneity.robust import perturbed_feature_tables
 
@@ -137,7 +140,7 @@ def perturbation_tables(
 
     if lesions:
         patient = replace(patient, lesions=[patient.lesion(k) for k in lesions])
-    tables = perturbed_feature_tables(patient, compute, mm)
+    tables = perturbed_feature_tables(patient, compute, mm, grid=grid)
     return {k: t[order_columns(t.columns)] for k, t in tables.items()}
 
 
