@@ -533,3 +533,39 @@ def test_bad_inputs_are_radtyper_errors(analysed):
     with pytest.raises(LesionError, match="outside volume 'small'"):
         logic.compute(small_volume, analysed.seg, settings=SETTINGS)
     assert segmentation_checksum(analysed.seg, analysed.volume) == analysed.before
+
+
+def test_extra_phase_volumes_make_a_multiphase_patient():
+    """Extra co-registered volumes (e.g. DCE post-contrast) become phases; another grid is refused."""
+    import SimpleITK as sitk
+
+    from RadTyperLib.jobs import analysis_command
+
+    scene = bridge.create_scene()
+    volume, seg, par = load_demo_into_scene(scene)
+    image = bridge.volume_to_sitk(volume)
+    post = bridge.sitk_to_volume(sitk.Cast(image, sitk.sitkFloat32) * 1.5 + 100, scene, "post")
+    logic = AnalysisLogic()
+    patient = logic.patient(volume, seg, par, phase_nodes={"post": post}, image_phase="pre")
+    assert list(patient.all_phases()) == ["pre", "post"] and patient.phase_modality("post") == "CT"
+    np.testing.assert_allclose(
+        sitk.GetArrayViewFromImage(patient.phases["post"]),
+        sitk.GetArrayViewFromImage(image).astype(np.float32) * 1.5 + 100,
+        rtol=1e-6,
+    )
+    moved = sitk.Image(image)
+    moved.SetOrigin(tuple(o + 2.0 for o in image.GetOrigin()))
+    other = bridge.sitk_to_volume(moved, scene, "moved")
+    with pytest.raises(InputError, match=r"phase 'post'.*does not\s+resample"):
+        logic.patient(volume, seg, par, phase_nodes={"post": other}, image_phase="pre")
+    with pytest.raises(InputError, match="the input volume itself"):
+        logic.patient(volume, seg, par, phase_nodes={"post": volume})
+    # the background process gets every phase by name
+    cmd = analysis_command({"image": "a.nrrd", "lesions": "l.seg.nrrd", "image_post": "p.nrrd"}, "out",
+                           image_phase="pre")  # fmt: skip
+    assert cmd[cmd.index("--image") : cmd.index("--image") + 4] == [
+        "--image",
+        "pre=a.nrrd",
+        "--image",
+        "post=p.nrrd",
+    ]

@@ -122,8 +122,9 @@ def describe_patient(args: argparse.Namespace) -> dict:
     patient = load_patient_from_args(args)
     ref = patient.image
     return {
-        "file": str(args.image),
+        "file": str(parse_images(args.image)[0]),
         "kind": "patient",
+        "phases": {n: patient.phase_modality(n) for n in patient.all_phases()},
         "patient": patient.patient_id,
         "modality": patient.modality,
         "size": list(ref.GetSize()),
@@ -155,7 +156,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- shared options ---------------------------------------------------------------------------------------
 def add_patient_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """The options naming one patient's files; every command that reads a patient uses these names."""
-    parser.add_argument("--image", required=required, metavar="IMG", help="CT or MR image (NRRD, NIfTI, MHA)")
+    parser.add_argument(
+        "--image",
+        required=required,
+        action="append",
+        metavar="IMG|PHASE=IMG",
+        help="CT or MR image (NRRD, NIfTI, MHA). Repeat it with phase names for several co-registered images "
+        "of one patient on one voxel grid (e.g. DCE-MRI: --image pre=pre.nrrd --image post1=post1.nrrd): "
+        "the first is the reference (shape, regions, radiomics_*), every phase gives the multi-phase IITH "
+        "features iith_<phase>_<roi>_<class>_<feature>; images on another grid are refused (no resampling)",
+    )
     parser.add_argument(
         "--lesions",
         required=required,
@@ -178,19 +188,56 @@ def add_patient_arguments(parser: argparse.ArgumentParser, *, required: bool = T
     parser.add_argument("--patient-id", metavar="ID", help="patient identifier (default: image file name)")
 
 
+def parse_images(values: Sequence[str] | str) -> tuple[str, str, dict[str, str]]:
+    """``--image`` values → (reference image path, its phase name, {further phase: path}).
+
+    A value is ``PHASE=PATH`` when the text before the first ``=`` is a phase name (letters, digits, ``-``)
+    and the whole value is not an existing file; otherwise a plain path (phase ``image``). Several images
+    need a phase name each.
+    """
+    from .patient import DEFAULT_PHASE, PHASE_NAME, check_phase_name
+
+    items = [values] if isinstance(values, str) else list(values)
+    parsed: list[tuple[str | None, str]] = []
+    for v in items:
+        name, sep, path = v.partition("=")
+        if sep and PHASE_NAME.match(name) and path and not Path(v).exists():
+            parsed.append((name, path))
+        else:
+            parsed.append((None, v))
+    if len(parsed) == 1:
+        name, path = parsed[0]
+        return path, name or DEFAULT_PHASE, {}
+    unnamed = [path for name, path in parsed if name is None]
+    if unnamed:
+        raise InputError(
+            f"--image {unnamed[0]}: with several images give each a phase name, --image PHASE=PATH "
+            "(e.g. --image pre=pre.nrrd --image post1=post1.nrrd)"
+        )
+    names = [check_phase_name(n or "") for n, _ in parsed]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"--image: phase {', '.join(dupes)} given twice")
+    (ref_name, ref_path), rest = parsed[0], parsed[1:]
+    return ref_path, str(ref_name), {str(n): p for n, p in rest}
+
+
 def load_patient_from_args(args: argparse.Namespace):
     """Load the patient named by :func:`add_patient_arguments` options."""
     from .io import load_patient
 
     if args.lesions is None:
         raise InputError("--lesions MASK_OR_SEG is required with --image")
+    image, phase, phases = parse_images(args.image)
     return load_patient(
-        args.image,
+        image,
         args.lesions,
         parenchyma=args.parenchyma,
         sites=args.sites,
         patient_id=args.patient_id,
         modality=args.modality,
+        phases=phases,
+        image_phase=phase,
     )
 
 
@@ -200,6 +247,17 @@ def _degree(text: str) -> int:
     if not 1 <= value <= 15:
         raise argparse.ArgumentTypeError(f"degree must be 1…15, got {value}")
     return value
+
+
+def _iith_rois_option(text: str) -> tuple[str, ...] | None:
+    """``--iith-rois`` value → FeatureSettings.iith_rois (auto → None, none → ())."""
+    from .iith_features import parse_rois
+
+    if text == "auto":
+        return None
+    if text == "none":
+        return ()
+    return parse_rois(text)
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -221,7 +279,10 @@ def cmd_features(args: argparse.Namespace) -> int:
         region_mode=args.region_mode,
         radiomics=not args.no_radiomics,
         radiomics_params=params,
+        iith_rois=_iith_rois_option(args.iith_rois),
     )
+    if settings.iith_rois and args.no_radiomics:
+        raise InputError("--iith-rois needs the pyradiomics features: drop --no-radiomics")
 
     def progress(fraction: float, message: str) -> None:
         if not args.quiet:
@@ -458,6 +519,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(Henry et al.), original image, 107 features",
     )
     p.add_argument(
+        "--iith-rois",
+        default="auto",
+        metavar="auto|none|all|ROI,...",
+        help="ROIs of the multi-phase IITH features iith_<phase>_<roi>_<class>_<feature> (Su et al.'s 44 "
+        "heterogeneity features per phase and ROI): whole, core, margin, ring (10 mm peritumoural ring). "
+        "auto (default) = all four when several --image phases are given, none for one image; 'all' also "
+        "works on one image",
+    )
+    p.add_argument(
         "--perturb-mm",
         type=float,
         metavar="MM",
@@ -545,7 +615,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="On a cohort feature table with radiomics columns: heterogeneity-related features, "
         "MAD > 1 filter, similarity network fusion of the first-order and texture views (SNFtool), "
         "spectral clustering into high/low IITH, and the heterogeneity index HI per lesion. Writes "
-        "iith.csv, iith.json, iith_reference.json (to score new lesions) and iith_fused.png into DIR.",
+        "iith.csv, iith.json, iith_reference.json (to score new lesions) and iith_fused.png into DIR. "
+        "Feature matrix: when the table has multi-phase, multi-ROI columns iith_<phase>_<roi>_<class>_<feature> "
+        "('radtyper features' with several --image PHASE=IMG, or --iith-rois), those are the candidates "
+        "(44 features × 4 ROIs — whole lesion, tumour core, invasive margin, 10 mm peritumoural ring — × "
+        "phases: 352 for pre + one post-contrast phase), as Su et al. did (42 features × 4 ROIs × pre/post-"
+        "contrast phases = 1,968 candidates; their ROIs other than the tumour are not published, RadTyper "
+        "uses its own regions). Otherwise (the default of a one-image table) the radiomics_* columns of the "
+        "whole lesion on one image: 44 candidates, one ROI of one phase, unlike the paper.",
     )
     p.add_argument(
         "--features", required=True, metavar="CSV", help="per-lesion feature table (≥ 14 lesions to cluster)"

@@ -349,13 +349,23 @@ def analysis_command(
     keep_going: bool = True,
     heterogeneity: bool = True,
     python: str | None = None,
+    image_phase: str = "image",
 ) -> list[str]:
-    """The command line that runs :func:`run_analysis` on files written by :func:`write_inputs`."""
+    """The command line that runs :func:`run_analysis` on files written by :func:`write_inputs`.
+
+    ``inputs`` keys ``image_<phase>`` are further phases (``image_phase`` names ``image``)."""
     s = settings or FeatureSettings()
     if s.radiomics_params is not None:
         raise InputError("custom pyradiomics settings cannot be passed to the background process")
     cmd = [python or sys.executable, "-m", "RadTyperLib.jobs"]
-    cmd += ["--image", str(inputs["image"]), "--lesions", str(inputs["lesions"])]
+    phases = {k[len("image_") :]: v for k, v in inputs.items() if k.startswith("image_")}
+    if phases:  # multi-phase patient: the reference phase first, every image named (see cli.parse_images)
+        cmd += ["--image", f"{image_phase}={inputs['image']}"]
+        for name, path in phases.items():
+            cmd += ["--image", f"{name}={path}"]
+    else:
+        cmd += ["--image", str(inputs["image"])]
+    cmd += ["--lesions", str(inputs["lesions"])]
     if inputs.get("parenchyma") is not None:
         cmd += ["--parenchyma", str(inputs["parenchyma"])]
     if inputs.get("sites") is not None:
@@ -538,6 +548,7 @@ def start_analysis_job(
             keep_going=keep_going,
             heterogeneity=heterogeneity,
             python=python,
+            image_phase=patient.image_phase,
         )
         return BackgroundJob(command, result, work_dir=work).start()
     except BaseException:
