@@ -338,3 +338,19 @@ def test_isotropic_lesion_patient_keeps_position_and_volume():
     # B-spline interpolation (Henry's, pyradiomics') overshoots near the 840 HU step of a 4-slice box (about
     # 12 % here); the lesion keeps its value to within that ringing, far from the −800 HU background
     assert 38.0 < np.median(inside) < 50.0
+
+
+def test_isotropic_lesion_patient_keeps_the_phases():
+    from RadTyperLib.heterogeneity.robust import isotropic_lesion_patient
+
+    p = _slab_patient()
+    post = sitk.Image(p.image) * 2.0
+    multi = Patient(p.image, p.labels, p.lesions, phases={"post": post}, image_phase="pre", patient_id="S")
+    iso = isotropic_lesion_patient(multi, "box")
+    assert list(iso.all_phases()) == ["pre", "post"] and iso.phases["post"].GetSpacing() == (1.0, 1.0, 1.0)
+    np.testing.assert_allclose(
+        sitk.GetArrayViewFromImage(iso.phases["post"]),
+        2.0 * sitk.GetArrayViewFromImage(iso.image),
+        rtol=1e-4,
+        atol=1e-3,
+    )

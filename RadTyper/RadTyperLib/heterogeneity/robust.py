@@ -136,8 +136,9 @@ def isotropic_lesion_patient(
     patient: Patient, lesion: Any, spacing_mm: float = 1.0, margin_mm: float = CROP_MARGIN_MM
 ) -> Patient:
     """One lesion of ``patient`` on an isotropic ``spacing_mm`` grid: a crop (lesion box + ``margin_mm``),
-    image resampled with B-spline (float32), lesion indicator with linear interpolation thresholded at 0.5
-    (label 1), parenchyma by nearest neighbour. Same direction; the crop's outer voxel edges are kept.
+    image (and every further phase) resampled with B-spline (float32), lesion indicator with linear
+    interpolation thresholded at 0.5 (label 1), parenchyma by nearest neighbour. Same direction; the crop's
+    outer voxel edges are kept.
 
     Raises:
         LesionError: the resampled lesion mask is empty (lesion smaller than about one 1 mm voxel).
@@ -195,6 +196,11 @@ def isotropic_lesion_patient(
     paren = None
     if patient.parenchyma is not None:
         paren = resample(cut(patient.parenchyma), sitk.sitkNearestNeighbor, 0.0, sitk.sitkUInt8)
+    phases = {}
+    for name, img in patient.phases.items():  # further co-registered phases: same crop and interpolation
+        ph = cut(img)
+        low = float(np.min(sitk.GetArrayViewFromImage(ph)))
+        phases[name] = resample(sitk.Cast(ph, sitk.sitkFloat32), sitk.sitkBSpline, low, sitk.sitkFloat32)
     return _Patient(
         image=image,
         labels=labels,
@@ -203,6 +209,9 @@ def isotropic_lesion_patient(
         patient_id=patient.patient_id,
         modality=patient.modality,
         sources={**patient.sources, "image": f"{patient.sources.get('image', 'image')} (1 mm crop)"},
+        phases=phases,
+        image_phase=patient.image_phase,
+        phase_modalities=dict(patient.phase_modalities),
     )
 
 
