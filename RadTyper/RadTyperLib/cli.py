@@ -102,6 +102,8 @@ def _print_info(info: dict) -> None:
             f"  patient {info['patient']}  modality {info['modality']}  "
             f"parenchyma mask: {'given' if info['parenchyma'] else 'none'}"
         )
+        if len(info.get("phases", {})) > 1:
+            print("  phases (one grid): " + ", ".join(f"{n} ({m})" for n, m in info["phases"].items()))
     if info["kind"] == "image":
         print(
             f"  intensity {info['minimum']:g} … {info['maximum']:g} (mean {info['mean']:.4g}); "
