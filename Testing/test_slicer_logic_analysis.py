@@ -117,6 +117,8 @@ def test_patient_table_and_heterogeneity(analysed, tmp_path):
         record["average_tumoral_heterogeneity"], rel=1e-6
     )
     assert patient["n_lesions"][0] == 3
+    assert patient["p_mean_cv_t_test"][0] == pytest.approx(record["tests"]["p_t_test"], rel=1e-6)
+    assert patient["n_cv_flagged"][0] == len(record["cv_flags"])
     assert "IITH" in patient["iith"][0]
     cv = bridge.table_to_dataframe(outputs.cv_table)
     assert len(cv) == record["n_cv_features"] == patient["n_cv_features"][0]

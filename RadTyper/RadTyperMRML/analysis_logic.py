@@ -91,6 +91,8 @@ PATIENT_COLUMNS: tuple[str, ...] = (
     "average_pair_distance",
     "mean_cv",
     "n_cv_features",
+    "n_cv_flagged",
+    "p_mean_cv_t_test",
     "k75_ath",
     "k75_mtd",
     "iith",
@@ -440,6 +442,8 @@ class AnalysisLogic:
         row["k75_ath"] = k75.get("average_tumoral_heterogeneity")
         row["k75_mtd"] = k75.get("max_tumoral_divergence")
         row["reason"] = record.get("reason") or ""
+        row["n_cv_flagged"] = len(record.get("cv_flags") or {})
+        row["p_mean_cv_t_test"] = (record.get("tests") or {}).get("p_t_test")  # Henry's test, this patient
         frame = pd.DataFrame([row], columns=list(PATIENT_COLUMNS))
         for c in (
             "max_tumoral_divergence",
@@ -448,7 +452,7 @@ class AnalysisLogic:
             "mean_cv",
         ):
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
-        for c in ("n_lesions", "n_cv_features", "k75_ath", "k75_mtd"):
+        for c in ("n_lesions", "n_cv_features", "n_cv_flagged", "p_mean_cv_t_test", "k75_ath", "k75_mtd"):
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
         return frame
 
@@ -458,8 +462,14 @@ class AnalysisLogic:
 
         cv = record.get("cv") or {}
         notes = record.get("cv_notes") or {}
+        flags = record.get("cv_flags") or {}
         frame = pd.DataFrame(
-            {"feature": list(cv), "cv": [cv[f] for f in cv], "note": [notes.get(f) or "" for f in cv]}
+            {
+                "feature": list(cv),
+                "cv": [cv[f] for f in cv],
+                "note": [notes.get(f) or "" for f in cv],
+                "flag": [flags.get(f) or "" for f in cv],
+            }
         )
         frame["cv"] = pd.to_numeric(frame["cv"], errors="coerce")
         return frame
