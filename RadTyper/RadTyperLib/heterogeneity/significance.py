@@ -187,6 +187,8 @@ def heterogeneity_tests(
         vals = [cv[f] for cv in cvs.values() if f in cv]
         n_flagged = sum(f in set(rec.get("cv_flags", {})) for rec in records.values())
         t = one_sample_tests(vals, mu0)
+        if t["n"] < 2 and n_flagged:
+            t["note"] = f"{t['n']} CV(s) left after {n_flagged} flagged {SIGN_MIXED_FLAG}: no test"
         row = {
             "feature": f,
             "n_patients": t["n"],
