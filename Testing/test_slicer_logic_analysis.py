@@ -571,3 +571,11 @@ def test_extra_phase_volumes_make_a_multiphase_patient():
         "--image",
         "post=p.nrrd",
     ]
+    assert "--iith-rois" not in cmd  # default: auto
+    cmd = analysis_command(
+        {"image": "a.nrrd", "lesions": "l"}, "out", FeatureSettings(iith_rois=("whole", "ring"))
+    )
+    assert cmd[cmd.index("--iith-rois") + 1] == "whole,ring"
+    from RadTyperLib.jobs import build_parser
+
+    assert build_parser().parse_args(cmd[3:]).iith_rois == "whole,ring"

@@ -376,6 +376,8 @@ def analysis_command(
     cmd += ["--out", str(out_dir), "--degree", str(int(s.degree)), "--region-mode", s.region_mode]
     if not s.radiomics:
         cmd.append("--no-radiomics")
+    if s.iith_rois is not None:  # default None = auto (all four ROIs with several phases)
+        cmd += ["--iith-rois", ",".join(s.iith_rois) or "none"]
     if keep_going:
         cmd.append("--keep-going")
     if not heterogeneity:
@@ -578,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--degree", type=_degree, default=15, metavar="L", help="maximal SPHARM degree")
     parser.add_argument("--region-mode", choices=["2d", "3d"], default="2d")
     parser.add_argument("--no-radiomics", action="store_true")
+    parser.add_argument("--iith-rois", default="auto", help="as 'radtyper features --iith-rois'")
     parser.add_argument("--keep-going", action="store_true")
     parser.add_argument("--no-heterogeneity", action="store_true")
     parser.add_argument("--lesion", action="append", metavar="ID")
@@ -595,8 +598,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         patient = load_patient_from_args(args)
+        from .cli import _iith_rois_option
+
         settings = FeatureSettings(
-            degree=args.degree, region_mode=args.region_mode, radiomics=not args.no_radiomics
+            degree=args.degree,
+            region_mode=args.region_mode,
+            radiomics=not args.no_radiomics,
+            iith_rois=_iith_rois_option(args.iith_rois),
         )
         files = run_analysis(
             patient,
