@@ -76,6 +76,12 @@ def test_perturbed_tables_have_the_same_columns(features_csv):
     # a 1 mm erosion shrinks and a dilation grows every lesion
     assert (ero["burden_volume_mm3"] < base["burden_volume_mm3"]).all()
     assert (dil["burden_volume_mm3"] > base["burden_volume_mm3"]).all()
+    # default --perturb-grid 1mm: the unperturbed lesions on the 1 mm grid are the CCC's reference
+    ref = pd.read_csv(features_csv.with_name("features.reference.csv"))
+    assert list(ref["lesion"]) == list(base["lesion"]) and (ref["qc_perturb_grid"] == "1mm").all()
+    assert (ero["burden_volume_mm3"] < ref["burden_volume_mm3"]).all()
+    assert (dil["burden_volume_mm3"] > ref["burden_volume_mm3"]).all()
+    np.testing.assert_allclose(ref["burden_volume_mm3"], base["burden_volume_mm3"], rtol=0.1)
 
 
 def test_robustness_and_heterogeneity_commands(features_csv, tmp_path):

@@ -266,3 +266,42 @@ def test_case_specs_accepted_and_bad_workers(cohort, tmp_path):
     assert list(result.features.columns) == ["lesion", "site", "patient", "modality", "cancer_type"]
     with pytest.raises(InputError, match="workers"):
         extract_cohort([case], tmp_path / "y", settings=SETTINGS, workers=0, quiet=True)
+
+
+# --- multi-phase manifests (IITH) ---------------------------------------------------------------------------
+def test_manifest_phase_columns(tmp_path):
+    from RadTyperLib.cohort import write_manifest
+
+    path = tmp_path / "m.csv"
+    path.write_text("patient,image,lesions,phase,image_post1,image_post-2\nA,a.nrrd,m.nrrd,pre,b.nrrd,\n")
+    (case,) = read_manifest(path)
+    assert case.phase == "pre" and case.phases == (("post1", str((tmp_path / "b.nrrd").resolve())),)
+    write_manifest(tmp_path / "w.csv", [case])
+    assert read_manifest(tmp_path / "w.csv") == [case]
+    path.write_text("patient,image,lesions,image_post_1\nA,a.nrrd,m.nrrd,b.nrrd\n")
+    with pytest.raises(InputError, match=r"m.csv, line 1: column 'image_post_1': phase name"):
+        read_manifest(path)
+    path.write_text("patient,image,lesions,phase\nA,a.nrrd,m.nrrd,pre contrast\n")
+    with pytest.raises(InputError, match=r"m.csv, line 2: phase name"):
+        read_manifest(path)
+
+
+def test_extract_multiphase_cohort(tmp_path):
+    pytest.importorskip("radiomics")
+    from RadTyperLib.io import write_image
+    from RadTyperLib.phantoms_dce import make_dce_patient
+
+    p = make_dce_patient((150.0,), pitch_mm=36.0).patient
+    files = {k: write_image(img, tmp_path / f"{k}.nrrd") for k, img in p.all_phases().items()}
+    write_image(p.labels, tmp_path / "lesions.nrrd")
+    write_image(p.parenchyma, tmp_path / "paren.nrrd")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(
+        "patient,image,lesions,parenchyma,modality,phase,image_post\n"
+        f"D,{files['pre']},lesions.nrrd,paren.nrrd,MR,pre,{files['post'].name}\n"
+    )
+    res = extract_cohort(manifest, tmp_path / "out", settings=FeatureSettings(), workers=1, quiet=True)
+    t = res.features
+    cols = [c for c in t.columns if c.startswith("iith_")]
+    assert len(cols) == 2 * 4 * 44 and {c.split("_")[1] for c in cols} == {"pre", "post"}
+    assert t[cols].notna().all().all() and len(res.failures) == 0

@@ -69,6 +69,7 @@ def test_report_files_and_keys(tmp_path):
         "feature",
         "cv",
         "note",
+        "flag",
     ]
     samp = pd.read_csv(tmp_path / "sampling.csv")
     assert set(samp["patient"]) == {"A", "B", "C", "cohort"} and len(samp) == 4 * len(STRATEGIES)

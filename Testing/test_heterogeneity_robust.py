@@ -264,9 +264,11 @@ def test_perturbed_feature_tables_orchestration():
         "site",
         "radiomics_shape_VoxelVolume",
         "qc_error",
+        "qc_perturb_grid",
         "patient",
         "modality",
     ]
+    assert (o["qc_perturb_grid"] == "1mm").all()
     v = o.set_index("lesion")["radiomics_shape_VoxelVolume"]
     ve = e.set_index("lesion")["radiomics_shape_VoxelVolume"]
     vd = d.set_index("lesion")["radiomics_shape_VoxelVolume"]
@@ -275,3 +277,80 @@ def test_perturbed_feature_tables_orchestration():
     assert (o["patient"] == "P7").all() and list(o["site"]) == ["lung", "liver", "bone"]
     t = ccc_table(o, e, d)
     assert t.at["radiomics_shape_VoxelVolume", "n_eroded"] == 2  # the dot is skipped
+
+
+def _slab_patient(spacing=(0.8, 0.8, 5.0)) -> Patient:
+    """A 16 × 16 × 20 mm box lesion on a 5 mm-slice grid (4 slices), CT-like values."""
+    n = (12, 60, 60)  # z, y, x
+    arr = np.full(n, -800.0, dtype=np.float32)
+    lab = np.zeros(n, dtype=np.uint8)
+    lab[4:8, 20:40, 20:40] = 1
+    arr[lab > 0] = 40.0
+    image = sitk.GetImageFromArray(arr)
+    labels = sitk.GetImageFromArray(lab)
+    for im in (image, labels):
+        im.SetSpacing(spacing)
+        im.SetOrigin((-10.0, 5.0, 30.0))
+    return Patient(image, labels, [Lesion(1, "box", "lung")], patient_id="S")
+
+
+def test_perturbation_on_a_1mm_grid_moves_the_surface_by_1mm_in_z_too():
+    """Henry: resample to 1 mm, then erode/dilate by 1 mm. On 5 mm slices the native grid cannot do that."""
+    patient = _slab_patient()
+    seen: dict[str, dict[str, tuple]] = {}
+
+    def extent(p: Patient, mask: np.ndarray, name: str) -> dict[str, float]:
+        idx = np.argwhere(mask)
+        ext = (idx.max(axis=0) - idx.min(axis=0) + 1) * np.array(p.spacing[::-1])  # z, y, x in mm
+        seen.setdefault(str(p.spacing), {})[str(mask.sum())] = tuple(ext)
+        return {"radiomics_shape_VoxelVolume": float(mask.sum()) * float(np.prod(p.spacing))}
+
+    iso = perturbed_feature_tables(patient, extent, 1.0, grid="1mm")
+    nat = perturbed_feature_tables(patient, extent, 1.0, grid="native")
+    vol = {g: {k: t.at[0, "radiomics_shape_VoxelVolume"] for k, t in tabs.items()} for g, tabs in
+           (("1mm", iso), ("native", nat))}  # fmt: skip
+    # 1 mm grid: box 16 × 16 × 20 mm → 1 mm³ voxels; eroded 14 × 14 × 18; dilated by the 6-connected ball of
+    # radius 1 voxel (one layer on each face, no edges): 16·16·20 + 2·(16·16 + 16·20 + 16·20)
+    assert vol["1mm"]["original"] == pytest.approx(16 * 16 * 20, rel=1e-9)
+    assert vol["1mm"]["eroded"] == pytest.approx(14 * 14 * 18, rel=1e-9)
+    assert vol["1mm"]["dilated"] == pytest.approx(16 * 16 * 20 + 2 * (256 + 320 + 320), rel=1e-9)
+    exts = seen["(1.0, 1.0, 1.0)"]
+    assert sorted(e[0] for e in exts.values()) == [18.0, 20.0, 22.0]  # z extent moves by 1 mm each side
+    # native 0.8 × 0.8 × 5 mm grid: radius raised to 0.8 mm, a 5 mm slice is never removed nor added
+    native_z = sorted(e[0] for e in seen["(0.8, 0.8, 5.0)"].values())
+    assert native_z == [20.0, 20.0, 20.0]
+    assert (iso["original"]["qc_perturb_grid"] == "1mm").all() and (
+        nat["eroded"]["qc_perturb_grid"] == "native"
+    ).all()
+    with pytest.raises(InputError, match="perturbation grid"):
+        perturbed_feature_tables(patient, extent, 1.0, grid="2mm")
+
+
+def test_isotropic_lesion_patient_keeps_position_and_volume():
+    from RadTyperLib.heterogeneity.robust import isotropic_lesion_patient
+
+    patient = _slab_patient()
+    iso = isotropic_lesion_patient(patient, "box")
+    assert iso.spacing == (1.0, 1.0, 1.0) and iso.lesions[0].name == "box"
+    np.testing.assert_allclose(iso.lesion_centroid_mm("box"), patient.lesion_centroid_mm("box"), atol=0.5)
+    assert iso.lesion_volume_mm3("box") == pytest.approx(patient.lesion_volume_mm3("box"), rel=0.05)
+    inside = sitk.GetArrayViewFromImage(iso.image)[iso.lesion_mask("box")]
+    # B-spline interpolation (Henry's, pyradiomics') overshoots near the 840 HU step of a 4-slice box (about
+    # 12 % here); the lesion keeps its value to within that ringing, far from the −800 HU background
+    assert 38.0 < np.median(inside) < 50.0
+
+
+def test_isotropic_lesion_patient_keeps_the_phases():
+    from RadTyperLib.heterogeneity.robust import isotropic_lesion_patient
+
+    p = _slab_patient()
+    post = sitk.Image(p.image) * 2.0
+    multi = Patient(p.image, p.labels, p.lesions, phases={"post": post}, image_phase="pre", patient_id="S")
+    iso = isotropic_lesion_patient(multi, "box")
+    assert list(iso.all_phases()) == ["pre", "post"] and iso.phases["post"].GetSpacing() == (1.0, 1.0, 1.0)
+    np.testing.assert_allclose(
+        sitk.GetArrayViewFromImage(iso.phases["post"]),
+        2.0 * sitk.GetArrayViewFromImage(iso.image),
+        rtol=1e-4,
+        atol=1e-3,
+    )

@@ -212,6 +212,7 @@ def test_cohort_report_end_to_end(tmp_path, heterogeneity_dir):
     assert srcs == [*expected, "figures/recovery_curves.png"]
     for src in srcs:
         _png_ok(out / src)
+    assert "Henry et al.&#x27;s tests" in text or "Henry et al.'s tests" in text  # per-patient tests table
     cox = pd.read_csv(out / "cox.csv")
     assert list(cox["term"]) == ["age", "subtype=2", "subtype=3"] and (cox["hr"].iloc[1:] > 1).all()
     import json

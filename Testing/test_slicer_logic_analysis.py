@@ -117,6 +117,8 @@ def test_patient_table_and_heterogeneity(analysed, tmp_path):
         record["average_tumoral_heterogeneity"], rel=1e-6
     )
     assert patient["n_lesions"][0] == 3
+    assert patient["p_mean_cv_t_test"][0] == pytest.approx(record["tests"]["p_t_test"], rel=1e-6)
+    assert patient["n_cv_flagged"][0] == len(record["cv_flags"])
     assert "IITH" in patient["iith"][0]
     cv = bridge.table_to_dataframe(outputs.cv_table)
     assert len(cv) == record["n_cv_features"] == patient["n_cv_features"][0]
@@ -533,3 +535,47 @@ def test_bad_inputs_are_radtyper_errors(analysed):
     with pytest.raises(LesionError, match="outside volume 'small'"):
         logic.compute(small_volume, analysed.seg, settings=SETTINGS)
     assert segmentation_checksum(analysed.seg, analysed.volume) == analysed.before
+
+
+def test_extra_phase_volumes_make_a_multiphase_patient():
+    """Extra co-registered volumes (e.g. DCE post-contrast) become phases; another grid is refused."""
+    import SimpleITK as sitk
+
+    from RadTyperLib.jobs import analysis_command
+
+    scene = bridge.create_scene()
+    volume, seg, par = load_demo_into_scene(scene)
+    image = bridge.volume_to_sitk(volume)
+    post = bridge.sitk_to_volume(sitk.Cast(image, sitk.sitkFloat32) * 1.5 + 100, scene, "post")
+    logic = AnalysisLogic()
+    patient = logic.patient(volume, seg, par, phase_nodes={"post": post}, image_phase="pre")
+    assert list(patient.all_phases()) == ["pre", "post"] and patient.phase_modality("post") == "CT"
+    np.testing.assert_allclose(
+        sitk.GetArrayViewFromImage(patient.phases["post"]),
+        sitk.GetArrayViewFromImage(image).astype(np.float32) * 1.5 + 100,
+        rtol=1e-6,
+    )
+    moved = sitk.Image(image)
+    moved.SetOrigin(tuple(o + 2.0 for o in image.GetOrigin()))
+    other = bridge.sitk_to_volume(moved, scene, "moved")
+    with pytest.raises(InputError, match=r"phase 'post'.*does not\s+resample"):
+        logic.patient(volume, seg, par, phase_nodes={"post": other}, image_phase="pre")
+    with pytest.raises(InputError, match="the input volume itself"):
+        logic.patient(volume, seg, par, phase_nodes={"post": volume})
+    # the background process gets every phase by name
+    cmd = analysis_command({"image": "a.nrrd", "lesions": "l.seg.nrrd", "image_post": "p.nrrd"}, "out",
+                           image_phase="pre")  # fmt: skip
+    assert cmd[cmd.index("--image") : cmd.index("--image") + 4] == [
+        "--image",
+        "pre=a.nrrd",
+        "--image",
+        "post=p.nrrd",
+    ]
+    assert "--iith-rois" not in cmd  # default: auto
+    cmd = analysis_command(
+        {"image": "a.nrrd", "lesions": "l"}, "out", FeatureSettings(iith_rois=("whole", "ring"))
+    )
+    assert cmd[cmd.index("--iith-rois") + 1] == "whole,ring"
+    from RadTyperLib.jobs import build_parser
+
+    assert build_parser().parse_args(cmd[3:]).iith_rois == "whole,ring"

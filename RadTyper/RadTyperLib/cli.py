@@ -102,6 +102,8 @@ def _print_info(info: dict) -> None:
             f"  patient {info['patient']}  modality {info['modality']}  "
             f"parenchyma mask: {'given' if info['parenchyma'] else 'none'}"
         )
+        if len(info.get("phases", {})) > 1:
+            print("  phases (one grid): " + ", ".join(f"{n} ({m})" for n, m in info["phases"].items()))
     if info["kind"] == "image":
         print(
             f"  intensity {info['minimum']:g} … {info['maximum']:g} (mean {info['mean']:.4g}); "
@@ -123,8 +125,9 @@ def describe_patient(args: argparse.Namespace) -> dict:
     print_image_warnings(patient)
     ref = patient.image
     return {
-        "file": str(args.image),
+        "file": str(parse_images(args.image)[0]),
         "kind": "patient",
+        "phases": {n: patient.phase_modality(n) for n in patient.all_phases()},
         "patient": patient.patient_id,
         "modality": patient.modality,
         "size": list(ref.GetSize()),
@@ -156,7 +159,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 # --- shared options ---------------------------------------------------------------------------------------
 def add_patient_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
     """The options naming one patient's files; every command that reads a patient uses these names."""
-    parser.add_argument("--image", required=required, metavar="IMG", help="CT or MR image (NRRD, NIfTI, MHA)")
+    parser.add_argument(
+        "--image",
+        required=required,
+        action="append",
+        metavar="IMG|PHASE=IMG",
+        help="CT or MR image (NRRD, NIfTI, MHA). Repeat it with phase names for several co-registered images "
+        "of one patient on one voxel grid (e.g. DCE-MRI: --image pre=pre.nrrd --image post1=post1.nrrd): "
+        "the first is the reference (shape, regions, radiomics_*), every phase gives the multi-phase IITH "
+        "features iith_<phase>_<roi>_<class>_<feature>; images on another grid are refused (no resampling)",
+    )
     parser.add_argument(
         "--lesions",
         required=required,
@@ -179,19 +191,56 @@ def add_patient_arguments(parser: argparse.ArgumentParser, *, required: bool = T
     parser.add_argument("--patient-id", metavar="ID", help="patient identifier (default: image file name)")
 
 
+def parse_images(values: Sequence[str] | str) -> tuple[str, str, dict[str, str]]:
+    """``--image`` values → (reference image path, its phase name, {further phase: path}).
+
+    A value is ``PHASE=PATH`` when the text before the first ``=`` is a phase name (letters, digits, ``-``)
+    and the whole value is not an existing file; otherwise a plain path (phase ``image``). Several images
+    need a phase name each.
+    """
+    from .patient import DEFAULT_PHASE, PHASE_NAME, check_phase_name
+
+    items = [values] if isinstance(values, str) else list(values)
+    parsed: list[tuple[str | None, str]] = []
+    for v in items:
+        name, sep, path = v.partition("=")
+        if sep and PHASE_NAME.match(name) and path and not Path(v).exists():
+            parsed.append((name, path))
+        else:
+            parsed.append((None, v))
+    if len(parsed) == 1:
+        name, path = parsed[0]
+        return path, name or DEFAULT_PHASE, {}
+    unnamed = [path for name, path in parsed if name is None]
+    if unnamed:
+        raise InputError(
+            f"--image {unnamed[0]}: with several images give each a phase name, --image PHASE=PATH "
+            "(e.g. --image pre=pre.nrrd --image post1=post1.nrrd)"
+        )
+    names = [check_phase_name(n or "") for n, _ in parsed]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"--image: phase {', '.join(dupes)} given twice")
+    (ref_name, ref_path), rest = parsed[0], parsed[1:]
+    return ref_path, str(ref_name), {str(n): p for n, p in rest}
+
+
 def load_patient_from_args(args: argparse.Namespace):
     """Load the patient named by :func:`add_patient_arguments` options."""
     from .io import load_patient
 
     if args.lesions is None:
         raise InputError("--lesions MASK_OR_SEG is required with --image")
+    image, phase, phases = parse_images(args.image)
     return load_patient(
-        args.image,
+        image,
         args.lesions,
         parenchyma=args.parenchyma,
         sites=args.sites,
         patient_id=args.patient_id,
         modality=args.modality,
+        phases=phases,
+        image_phase=phase,
     )
 
 
@@ -201,6 +250,17 @@ def _degree(text: str) -> int:
     if not 1 <= value <= 15:
         raise argparse.ArgumentTypeError(f"degree must be 1…15, got {value}")
     return value
+
+
+def _iith_rois_option(text: str) -> tuple[str, ...] | None:
+    """``--iith-rois`` value → FeatureSettings.iith_rois (auto → None, none → ())."""
+    from .iith_features import parse_rois
+
+    if text == "auto":
+        return None
+    if text == "none":
+        return ()
+    return parse_rois(text)
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -222,7 +282,10 @@ def cmd_features(args: argparse.Namespace) -> int:
         region_mode=args.region_mode,
         radiomics=not args.no_radiomics,
         radiomics_params=params,
+        iith_rois=_iith_rois_option(args.iith_rois),
     )
+    if settings.iith_rois and args.no_radiomics:
+        raise InputError("--iith-rois needs the pyradiomics features: drop --no-radiomics")
 
     def progress(fraction: float, message: str) -> None:
         if not args.quiet:
@@ -239,9 +302,16 @@ def cmd_features(args: argparse.Namespace) -> int:
 
         if args.perturb_mm <= 0:
             raise InputError(f"--perturb-mm must be > 0 mm, got {args.perturb_mm:g}")
-        tables = perturbation_tables(patient, settings, mm=args.perturb_mm, lesions=args.lesion)
+        tables = perturbation_tables(
+            patient, settings, mm=args.perturb_mm, lesions=args.lesion, grid=args.perturb_grid
+        )
         outputs[perturbed_path(out, "eroded")] = tables["eroded"]
         outputs[perturbed_path(out, "dilated")] = tables["dilated"]
+        reference = perturbed_path(out, "reference")
+        if args.perturb_grid == "1mm":  # the unperturbed lesion on the same 1 mm grid: the CCC's reference
+            outputs[reference] = tables["original"]
+        elif reference.exists():  # a stale 1 mm reference would be paired with native-grid perturbations
+            reference.unlink()
     for path, frame in outputs.items():
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.8g")
@@ -287,7 +357,8 @@ def cmd_robustness(args: argparse.Namespace) -> int:
     tables: dict[str, list] = {"original": [], "eroded": [], "dilated": []}
     for f in args.features:
         path = Path(f)
-        tables["original"].append(read_feature_table(path))
+        reference = perturbed_path(path, "reference")  # written with --perturb-grid 1mm
+        tables["original"].append(read_feature_table(reference if reference.is_file() else path))
         for kind in ("eroded", "dilated"):
             sibling = perturbed_path(path, kind)
             if not sibling.is_file():
@@ -334,8 +405,12 @@ def cmd_heterogeneity(args: argparse.Namespace) -> int:
             n_draws=args.draws,
             seed=args.seed,
             robustness=args.robustness,
+            cv_null=args.cv_null,
+            alpha=args.alpha,
+            groups=args.groups,
         )
-    for text in dict.fromkeys(str(w.message) for w in caught):
+    lines = [str(w.message) for w in caught] + list(report.get("cv_warnings", []))
+    for text in dict.fromkeys(lines):
         print(f"radtyper: warning: {text}", file=sys.stderr)
     for pid, rec in report["patients"].items():
         mtd, ath = rec.get("max_tumoral_divergence"), rec.get("average_tumoral_heterogeneity")
@@ -343,8 +418,16 @@ def cmd_heterogeneity(args: argparse.Namespace) -> int:
             print(f"heterogeneity: patient {pid}: {rec.get('reason', 'undefined')}")
         else:
             note = f" ({rec['note']})" if rec.get("note") else ""
+            t = rec.get("tests", {})
+            p_adj, sig = t.get("p_bonferroni_t_test"), t.get("significant_t_test")
+            test = (
+                ""
+                if p_adj is None
+                else f", mean CV t-test p_Bonferroni {p_adj:.3g}"
+                + (" (significant)" if sig else " (not significant)")
+            )
             print(
-                f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}{note}"
+                f"heterogeneity: patient {pid}: {rec['n_lesions']} lesions, MTD {mtd:.3f}, ATH {ath:.3f}{test}{note}"
             )
     print(f"heterogeneity: report → {args.out}")
     return 0
@@ -474,11 +557,29 @@ def build_parser() -> argparse.ArgumentParser:
         "(Henry et al.), original image, 107 features",
     )
     p.add_argument(
+        "--iith-rois",
+        default="auto",
+        metavar="auto|none|all|ROI,...",
+        help="ROIs of the multi-phase IITH features iith_<phase>_<roi>_<class>_<feature> (Su et al.'s 44 "
+        "heterogeneity features per phase and ROI): whole, core, margin, ring (10 mm peritumoural ring). "
+        "auto (default) = all four when several --image phases are given, none for one image; 'all' also "
+        "works on one image",
+    )
+    p.add_argument(
         "--perturb-mm",
         type=float,
         metavar="MM",
         help="also write the features of every lesion eroded and dilated by MM mm (e.g. 1) as "
         "<out>.eroded.csv and <out>.dilated.csv, the input of 'radtyper robustness'",
+    )
+    p.add_argument(
+        "--perturb-grid",
+        choices=["1mm", "native"],
+        default="1mm",
+        help="grid of the erosion/dilation: 1mm = every lesion resampled to 1 mm voxels (B-spline image, "
+        "crop of 20 mm around the lesion) and perturbed there as Henry et al. (default; the unperturbed "
+        "lesion on that grid is written as <out>.reference.csv, the CCC's reference); native = the image "
+        "grid, radius raised to the finest voxel spacing (nothing changes along z on 5 mm slices)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=cmd_features)
@@ -487,7 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
         "robustness",
         help="segmentation-robust features: Lin's CCC between original and 1 mm eroded/dilated lesions",
         description="Read feature tables written by 'radtyper features --perturb-mm' (their .eroded.csv and "
-        ".dilated.csv siblings too), compute Lin's concordance correlation coefficient of every feature "
+        ".dilated.csv siblings too, and .reference.csv, the unperturbed lesions on the 1 mm grid, in place of "
+        "the table itself when present), compute Lin's concordance correlation coefficient of every feature "
         "between original and eroded, and original and dilated lesions across all lesions, keep features "
         "with CCC ≥ threshold for both, then keep one feature per cluster of |Pearson r| ≥ 0.9. Writes "
         "ccc.csv, robust_features.txt (kept list) and clusters.json into DIR.",
@@ -503,9 +605,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="From a per-lesion feature table (one or more patients): absolute coefficient of "
         "variation per feature, maximal tumoral divergence and average tumoral heterogeneity (cosine "
         "distances of min–max scaled feature vectors; ATH = mean of the n×n matrix), lesion-sampling "
-        "simulations (2 or 3 random lesions, ≤ 2 or 3 per site, RECIST-like) and random-k recovery curves. "
-        "Writes heterogeneity.json (keys max_tumoral_divergence and average_tumoral_heterogeneity per "
-        "patient), heterogeneity.csv, cv.csv, sampling.csv, recovery_curves.csv and recovery_curves.png.",
+        "simulations (2 or 3 random lesions, ≤ 2 or 3 per site, RECIST-like) and random-k recovery curves, "
+        "and the paper's significance tests of the CVs: per feature over patients (one-sample t-test, exact "
+        "Wilcoxon signed-rank; Bonferroni over features) and per patient over features (same tests; "
+        "Bonferroni over patients). CVs of features with values of both signs and |mean| < sd are flagged "
+        "(sign_mixed_small_mean, a warning on stderr) and left out of the tests. Writes heterogeneity.json "
+        "(keys max_tumoral_divergence and average_tumoral_heterogeneity per patient), heterogeneity.csv, "
+        "cv.csv, sampling.csv, recovery_curves.csv, recovery_curves.png, tests_features.csv and "
+        "tests_patients.csv.",
     )
     p.add_argument("--features", required=True, metavar="CSV", help="per-lesion feature table")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -518,6 +625,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="ccc.csv from 'radtyper robustness': use its robust features, decorrelated (default: all "
         "non-constant shape_, burden_, region_ and radiomics_ features)",
     )
+    p.add_argument(
+        "--cv-null",
+        type=float,
+        default=0.0,
+        metavar="CV",
+        help="null value of the CV in Henry et al.'s tests (default 0, the paper's: any variation); e.g. the "
+        "CV of repeated scans to test for heterogeneity beyond measurement noise",
+    )
+    p.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        help="level of the Bonferroni-corrected p-values (default 0.05; the paper's 0.0015 is 0.05/33)",
+    )
+    p.add_argument(
+        "--groups",
+        metavar="COLUMN",
+        help="column giving each patient one of two groups (e.g. oligo/multi): adds the paper's exact "
+        "Wilcoxon rank-sum test of the CVs between the groups, per feature",
+    )
     p.set_defaults(handler=cmd_heterogeneity)
 
     p = sub.add_parser(
@@ -526,7 +653,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="On a cohort feature table with radiomics columns: heterogeneity-related features, "
         "MAD > 1 filter, similarity network fusion of the first-order and texture views (SNFtool), "
         "spectral clustering into high/low IITH, and the heterogeneity index HI per lesion. Writes "
-        "iith.csv, iith.json, iith_reference.json (to score new lesions) and iith_fused.png into DIR.",
+        "iith.csv, iith.json, iith_reference.json (to score new lesions) and iith_fused.png into DIR. "
+        "Feature matrix: when the table has multi-phase, multi-ROI columns iith_<phase>_<roi>_<class>_<feature> "
+        "('radtyper features' with several --image PHASE=IMG, or --iith-rois), those are the candidates "
+        "(44 features × 4 ROIs — whole lesion, tumour core, invasive margin, 10 mm peritumoural ring — × "
+        "phases: 352 for pre + one post-contrast phase), as Su et al. did (42 features × 4 ROIs × pre/post-"
+        "contrast phases = 1,968 candidates; their ROIs other than the tumour are not published, RadTyper "
+        "uses its own regions). Otherwise (the default of a one-image table) the radiomics_* columns of the "
+        "whole lesion on one image: 44 candidates, one ROI of one phase, unlike the paper.",
     )
     p.add_argument(
         "--features", required=True, metavar="CSV", help="per-lesion feature table (≥ 14 lesions to cluster)"

@@ -151,7 +151,9 @@ def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
         "extract",
         help="features of every lesion of every patient of a manifest; resumable",
         description="Compute the per-lesion features of every patient listed in MANIFEST.csv (columns: "
-        "patient, image, lesions; optional parenchyma, sites, modality, cancer_type; relative paths are "
+        "patient, image, lesions; optional parenchyma, sites, modality, cancer_type, and image_<PHASE> "
+        "columns for further co-registered images on the image's grid with phase, the name of image's "
+        "phase: multi-phase IITH features iith_<phase>_<roi>_*; relative paths are "
         "relative to the manifest). Lesions run in parallel; each patient's result is written atomically "
         "to DIR/patients/ and a rerun skips finished patients; failures are logged with their reason in "
         "DIR/failures.csv without stopping the cohort; DIR/features.csv is the whole table.",

@@ -13,9 +13,14 @@ parenchyma    no        binary organ mask (the margin shells' parenchyma; defaul
 sites         no        CSV ``lesion,site`` (lesion = name or label value)
 modality      no        ``CT``, ``MR`` (``MRI``), ``PET`` or ``auto`` (default: guessed from intensities)
 cancer_type   no        free text copied to the ``cancer_type`` column (e.g. NSCLC, BRCA, GBM)
+image_PHASE   no        a further co-registered image of the patient on ``image``'s grid, phase PHASE
+                        (e.g. ``image_post1``; letters, digits, ``-``): multi-phase IITH features
+phase         no        the phase name of ``image`` when ``image_PHASE`` columns exist (default ``image``;
+                        e.g. ``pre``)
 ============  ========  =================================================================================
 
-Any other column is refused (a misspelt ``parenchyma`` would silently change the features).
+Any other column is refused (a misspelt ``parenchyma`` would silently change the features). An empty
+``image_PHASE`` cell = that patient has no such phase (the table then has NaN in its ``iith_PHASE_*`` columns).
 
 Output folder ``DIR``:
 
@@ -58,6 +63,7 @@ from .checks import qc_warnings
 from .errors import InputError, RadTyperError
 from .features import QC_ERROR, Cancelled, FeatureSettings, Progress
 from .io import atomic_path
+from .patient import DEFAULT_PHASE, check_phase_name
 
 MANIFEST_COLUMNS: tuple[str, ...] = (
     "patient",
@@ -88,6 +94,8 @@ class CaseSpec:
     modality: str = "auto"
     cancer_type: str = ""
     line: int = field(default=0, compare=False)  # manifest line, for messages
+    phases: tuple[tuple[str, str], ...] = ()  # further co-registered images: (phase, absolute path)
+    phase: str = "image"  # phase name of ``image``
 
     @property
     def file_stem(self) -> str:
@@ -142,7 +150,13 @@ def read_manifest(path: str | os.PathLike[str]) -> list[CaseSpec]:
                     f"{p}, line 1: missing required column(s) {', '.join(missing)}; "
                     f"found {', '.join(n for n in names if n) or 'none'}"
                 )
-            unknown = [n for n in names if n not in MANIFEST_COLUMNS]
+            phase_cols = [n for n in names if n.startswith("image_")]
+            for n in phase_cols:
+                try:
+                    check_phase_name(n[len("image_") :])
+                except InputError as exc:
+                    raise InputError(f"{p}, line 1: column '{n}': {exc}") from None
+            unknown = [n for n in names if n not in MANIFEST_COLUMNS and n not in phase_cols and n != "phase"]
             if unknown:
                 raise InputError(
                     f"{p}, line 1: unknown column(s) {', '.join(repr(u) for u in unknown)}; "
@@ -195,8 +209,16 @@ def read_manifest(path: str | os.PathLike[str]) -> list[CaseSpec]:
                         modality=MODALITIES[modality.lower()],
                         cancer_type=row.get("cancer_type", ""),
                         line=line,
+                        phases=tuple(
+                            (n[len("image_") :], str(resolve(row[n]))) for n in phase_cols if row[n]
+                        ),
+                        phase=row.get("phase") or DEFAULT_PHASE,
                     )
                 )
+                try:
+                    check_phase_name(cases[-1].phase)
+                except InputError as exc:
+                    raise InputError(f"{p}, line {line}: {exc}") from None
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not a UTF-8 text file ({exc.reason})") from None
     except csv.Error as exc:
@@ -208,11 +230,14 @@ def read_manifest(path: str | os.PathLike[str]) -> list[CaseSpec]:
 
 def write_manifest(path: str | os.PathLike[str], cases: Sequence[CaseSpec]) -> Path:
     """Write a manifest (absolute paths) atomically; the inverse of :func:`read_manifest`."""
+    phase_names = list(dict.fromkeys(n for c in cases for n, _ in c.phases))
+    extra = ["phase", *(f"image_{n}" for n in phase_names)] if phase_names else []
     with atomic_path(path) as tmp:
         with tmp.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
-            writer.writerow(MANIFEST_COLUMNS)
+            writer.writerow([*MANIFEST_COLUMNS, *extra])
             for c in cases:
+                paths = dict(c.phases)
                 writer.writerow(
                     [
                         c.patient,
@@ -222,6 +247,7 @@ def write_manifest(path: str | os.PathLike[str], cases: Sequence[CaseSpec]) -> P
                         c.sites or "",
                         c.modality,
                         c.cancer_type,
+                        *([c.phase, *(paths.get(n, "") for n in phase_names)] if phase_names else []),
                     ]
                 )
     return Path(path)
@@ -285,12 +311,15 @@ def _cached_patient(case: CaseSpec, _stamps: tuple) -> Any:
         sites=case.sites,
         patient_id=case.patient,
         modality=case.modality,
+        phases=dict(case.phases),
+        image_phase=case.phase,
     )
 
 
 def _load_case(case: CaseSpec) -> Any:
     """The case's Patient, from this process's cache when the files have not changed since."""
-    stamps = tuple(_stamp(x) for x in (case.image, case.lesions, case.parenchyma, case.sites))
+    paths = (case.image, case.lesions, case.parenchyma, case.sites, *(p for _, p in case.phases))
+    stamps = tuple(_stamp(x) for x in paths)
     return _cached_patient(case, stamps)
 
 

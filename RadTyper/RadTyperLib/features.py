@@ -4,7 +4,8 @@ Columns, in this order: ``lesion``, ``site``, the radiologist's ``lesion_*`` mea
 Feret and RECIST diameters, surface, sphericity; :mod:`RadTyperLib.measures`, never model features), the
 288 ``shape_*`` and 5 ``burden_*`` features
 (:mod:`RadTyperLib.shape`), the 20 ``region_*`` features (:mod:`RadTyperLib.regions`), optional
-``radiomics_*`` columns, the ``qc_*`` columns, then ``patient`` and ``modality`` (identification for
+``radiomics_*`` columns, optional multi-phase IITH columns ``iith_<phase>_<roi>_<class>_<feature>``
+(:mod:`RadTyperLib.iith_features`), the ``qc_*`` columns, then ``patient`` and ``modality`` (identification for
 cohort tables). Names are defined once here and used by the CLI, the Slicer modules and saved models.
 """
 
@@ -59,6 +60,21 @@ class FeatureSettings:
     radiomics: bool = True  # add the pyradiomics columns radiomics_<class>_<feature>
     radiomics_params: dict | None = None  # pyradiomics settings (None = Henry et al.'s defaults)
     keep_shells: bool = False  # keep the TC/TIM/PM5/PM10 masks (full grid: memory!) for display
+    #: ROIs of the multi-phase IITH features ``iith_<phase>_<roi>_<class>_<feature>``
+    #: (:mod:`RadTyperLib.iith_features`); None = all four when the patient has several phases, none for a
+    #: single image; () = none. Needs ``radiomics``.
+    iith_rois: tuple[str, ...] | None = None
+
+
+def iith_rois_for(patient: Patient, s: FeatureSettings) -> tuple[str, ...]:
+    """The IITH ROIs to compute for this patient under these settings (see ``FeatureSettings.iith_rois``)."""
+    if not s.radiomics:
+        return ()
+    if s.iith_rois is None:
+        from .iith_features import IITH_ROIS
+
+        return tuple(IITH_ROIS) if patient.phases else ()
+    return tuple(s.iith_rois)
 
 
 def _mask_features(
@@ -78,10 +94,12 @@ def _mask_features(
             parenchyma,
             modality=patient.modality,
             mode=s.region_mode,
-            keep_shells=s.keep_shells,
+            keep_shells=keep,
             lesion=les.name,
         )
 
+    rois = iith_rois_for(patient, s)
+    keep = s.keep_shells or bool(rois)  # the IITH ROIs are made of the shells
     given = patient.parenchyma_array()
     regions = regions_with(given)
     off_organ = 0.0
@@ -92,6 +110,7 @@ def _mask_features(
         off_organ = 1.0
     regions.qc["qc_parenchyma_off_organ"] = off_organ
     values = {**shape.features, **regions.features}
+    qc = {**shape.qc, **regions.qc}
     if s.radiomics:
         from .pyradiomics_features import radiomics_features
 
@@ -100,7 +119,15 @@ def _mask_features(
                 patient.image, mask, params=s.radiomics_params, lesion=les.name, modality=patient.modality
             )
         )
-    return values, {**shape.qc, **regions.qc}, shape, regions
+    if rois:
+        from .iith_features import lesion_iith_features
+
+        iith_values, iith_qc = lesion_iith_features(patient, mask, regions.shells, rois, lesion=les.name)
+        values.update(iith_values)
+        qc.update(iith_qc)
+    if not s.keep_shells:
+        regions.shells = {}
+    return values, qc, shape, regions
 
 
 def lesion_features(
@@ -142,11 +169,14 @@ def perturbation_tables(
     mm: float = 1.0,
     *,
     lesions: Sequence[str] | None = None,
+    grid: str = "1mm",
 ) -> dict:
     """Feature tables of the lesions (default all) on their original, ``mm``-eroded and ``mm``-dilated masks.
 
     Returns ``{"original" | "eroded" | "dilated": DataFrame}`` in the table column order; the input of
     :func:`RadTyperLib.heterogeneity.robust.robust_features` (Lin's CCC ≥ 0.8 for both perturbations).
+    ``grid`` "1mm" (Henry et al.: each lesion resampled to 1 mm voxels, the three masks there; "original" is
+    then the resampled lesion) or "native" (the image grid); see :mod:`RadTyperLib.heterogeneity.robust`.
     """
     from .heterogeneity.robust import perturbed_feature_tables
 
@@ -158,7 +188,7 @@ def perturbation_tables(
 
     if lesions:
         patient = replace(patient, lesions=[patient.lesion(k) for k in lesions])
-    tables = perturbed_feature_tables(patient, compute, mm)
+    tables = perturbed_feature_tables(patient, compute, mm, grid=grid)
     return {k: t[order_columns(t.columns)] for k, t in tables.items()}
 
 
@@ -185,7 +215,7 @@ def table_columns(settings: FeatureSettings | None = None) -> tuple[str, ...]:
         labels.CopyInformation(image)
         probe = Patient(image, labels, [Lesion(1, "template")], modality="CT")
         try:
-            row = lesion_features(probe, probe.lesions[0], replace(s, keep_shells=False)).row
+            row = lesion_features(probe, probe.lesions[0], replace(s, keep_shells=False, iith_rois=())).row
         except RadTyperError:  # pragma: no cover - the phantom always computes; keep the known columns
             row = dict.fromkeys([*ID_COLUMNS, *LESION_MEASURE_NAMES, *WU_FEATURE_NAMES, QC_ERROR])
             if s.radiomics:
@@ -200,16 +230,21 @@ def table_columns(settings: FeatureSettings | None = None) -> tuple[str, ...]:
 def _failed_row(patient: Patient, les: Lesion, message: str, s: FeatureSettings) -> dict[str, float | str]:
     """A failed lesion's row: every column of an analysed row, NaN values, the reason in ``qc_error``."""
     row: dict[str, float | str] = dict.fromkeys(table_columns(s), float("nan"))
+    rois = iith_rois_for(patient, s)
+    if rois:  # the patient's own phases (the template row has none)
+        from .iith_features import iith_feature_names
+
+        row.update(dict.fromkeys(iith_feature_names(list(patient.all_phases()), rois), float("nan")))
     row.update({"lesion": les.name, "site": les.site, QC_ERROR: message})
     row.update({"patient": patient.patient_id, "modality": patient.modality})
     return row
 
 
 def order_columns(columns: Sequence[str]) -> list[str]:
-    """Table order: ids, lesion measures, shape, burden, region, radiomics, other features, qc, trailing ids."""
+    """Table order: ids, lesion measures, shape, burden, region, radiomics, iith, other features, qc, trailing ids."""
     cols = list(dict.fromkeys(columns))
     known = set(ID_COLUMNS) | set(TRAILING_COLUMNS) | set(WU_FEATURE_NAMES) | set(LESION_MEASURE_NAMES)
-    radiomics = [c for c in cols if c.startswith("radiomics_")]
+    radiomics = [c for c in cols if c.startswith(("radiomics_", "iith_"))]
     qc = [c for c in cols if c.startswith("qc_")]
     rest = [c for c in cols if c not in known and c not in radiomics and c not in qc]
     present = set(cols)

@@ -128,12 +128,13 @@ _BY_NAME: dict[str, HeterogeneityFeature] = {f.name: f for f in IITH_FEATURES}
 
 
 def heterogeneity_feature(column: str) -> HeterogeneityFeature | None:
-    """The heterogeneity feature a ``radiomics_*`` column holds, or None.
+    """The heterogeneity feature a ``radiomics_*`` or ``iith_*`` column holds, or None.
 
-    Matches ``radiomics_<class>_<feature>`` and, for tables with several image types, ROIs or phases,
-    ``radiomics_<anything>_<class>_<feature>`` (pyradiomics' own names end in ``<class>_<feature>``).
+    Matches ``radiomics_<class>_<feature>``, ``radiomics_<anything>_<class>_<feature>`` (filtered image
+    types; pyradiomics' own names end in ``<class>_<feature>``) and the multi-phase, multi-ROI columns
+    ``iith_<phase>_<roi>_<class>_<feature>`` of :mod:`RadTyperLib.iith_features`.
     """
-    if not column.startswith("radiomics_"):
+    if not column.startswith(("radiomics_", "iith_")):
         return None
     parts = column.split("_")
     if len(parts) < 3:
@@ -142,13 +143,27 @@ def heterogeneity_feature(column: str) -> HeterogeneityFeature | None:
 
 
 def heterogeneity_columns(columns: Iterable[str]) -> dict[str, HeterogeneityFeature]:
-    """The columns of a feature table that hold heterogeneity-related features, in table order."""
+    """The columns of a feature table that hold heterogeneity-related features, in table order.
+
+    When the table has multi-phase, multi-ROI ``iith_*`` columns, only those are returned (the
+    ``radiomics_*`` columns of the reference image's whole lesion repeat ``iith_<phase>_whole_*``).
+    """
     out: dict[str, HeterogeneityFeature] = {}
     for c in columns:
         f = heterogeneity_feature(str(c))
         if f is not None:
             out[str(c)] = f
+    if any(c.startswith("iith_") for c in out):
+        out = {c: f for c, f in out.items() if c.startswith("iith_")}
     return out
+
+
+def column_phase_roi(column: str) -> tuple[str, str] | None:
+    """(phase, ROI) of an ``iith_<phase>_<roi>_<class>_<feature>`` column, else None."""
+    parts = column.split("_")
+    if column.startswith("iith_") and len(parts) == 5:
+        return parts[1], parts[2]
+    return None
 
 
 # --- MAD filter -------------------------------------------------------------------------------------------
@@ -560,7 +575,7 @@ def score_with_reference(table: pd.DataFrame, reference: IITHReference) -> pd.Da
 
 
 def _require_radiomics(table: Any, source: str) -> dict[str, HeterogeneityFeature]:
-    radiomics = [c for c in table.columns if str(c).startswith("radiomics_")]
+    radiomics = [c for c in table.columns if str(c).startswith(("radiomics_", "iith_"))]
     if not radiomics:
         raise InputError(
             f"{source}: no radiomics_* columns; IITH needs the pyradiomics features: compute the features "
@@ -846,6 +861,7 @@ def iith_report(
         "source": source,
         "settings": result.settings,
         "n_lesions": len(result.table),
+        "feature_matrix": _matrix_description(cand),
         "selected_features": [
             {"column": c, "view": cand[c].view, "sign": cand[c].sign, "mad": result.mads[c]}
             for c in result.features
@@ -867,6 +883,28 @@ def iith_report(
     with atomic_path(files["json"]) as tmp:
         tmp.write_text(json.dumps(to_jsonable(summary), indent=2), encoding="utf-8")
     return {**summary, "files": {k: str(v) for k, v in files.items()}}
+
+
+def _matrix_description(cand: Mapping[str, HeterogeneityFeature]) -> dict[str, Any]:
+    """What the candidate matrix holds: source columns, phases, ROIs and counts (for iith.json)."""
+    pr = [column_phase_roi(c) for c in cand]
+    if all(x is None for x in pr):
+        return {
+            "source": "radiomics_* (the reference image, whole lesion)",
+            "phases": None,
+            "rois": ["whole"],
+            "n_candidates": len(cand),
+            "paper": "Su et al.: 42 features × 4 ROIs × pre/post-contrast phases = 1,968 candidates",
+        }
+    phases = list(dict.fromkeys(p for p, _ in pr if p))
+    rois = list(dict.fromkeys(r for _, r in pr if r))
+    return {
+        "source": "iith_<phase>_<roi>_<class>_<feature>",
+        "phases": phases,
+        "rois": rois,
+        "n_candidates": len(cand),
+        "paper": "Su et al.: 42 features × 4 ROIs × pre/post-contrast phases = 1,968 candidates",
+    }
 
 
 def _safe_estimate(W: np.ndarray) -> int | None:

@@ -12,14 +12,14 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .patient import Lesion, Patient, check_same_geometry
+from .patient import DEFAULT_PHASE, Lesion, Patient, check_same_geometry
 from .sites import normalize_site
 
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -481,10 +481,14 @@ def load_patient(
     sites: str | os.PathLike[str] | None = None,
     patient_id: str | None = None,
     modality: str = "auto",
+    phases: Mapping[str, str | os.PathLike[str]] | None = None,
+    image_phase: str = DEFAULT_PHASE,
 ) -> Patient:
     """Load a patient from files: image, lesion mask or ``.seg.nrrd``, optional parenchyma mask and sites CSV.
 
     ``modality`` is "CT", "MR", "PET" or "auto" (guessed from intensities, see :func:`guess_modality`).
+    ``phases`` maps further phase names to co-registered images on ``image``'s grid (``image`` is the
+    phase ``image_phase``); with "auto" each phase's modality is guessed on its own.
     """
     img = read_image(image)
     labels, lesion_list = read_lesions(lesions)
@@ -501,6 +505,8 @@ def load_patient(
         paren = sitk.Cast(sitk.NotEqual(paren_img, 0), sitk.sitkUInt8)
     pid = patient_id or Path(image).name.split(".")[0]
     mod = guess_modality(img) if modality.lower() == "auto" else modality.upper()
+    extra = {str(k): read_image(v) for k, v in (phases or {}).items()}
+    extra_mod = {k: (guess_modality(v) if modality.lower() == "auto" else mod) for k, v in extra.items()}
     return Patient(
         image=img,
         labels=labels,
@@ -512,12 +518,17 @@ def load_patient(
             "image": str(image),
             "lesions": str(lesions),
             **({"parenchyma": str(parenchyma)} if parenchyma is not None else {}),
+            **{f"image_{k}": str(v) for k, v in (phases or {}).items()},
         },
+        phases=extra,
+        image_phase=image_phase,
+        phase_modalities=extra_mod,
     )
 
 
 def write_patient(patient: Patient, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
-    """Write a patient as ``image.nrrd``, ``lesions.seg.nrrd``, ``parenchyma.nrrd`` and ``sites.csv``."""
+    """Write a patient as ``image.nrrd``, ``lesions.seg.nrrd``, ``parenchyma.nrrd``, ``sites.csv`` and one
+    ``image_<phase>.nrrd`` per further phase."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -527,6 +538,8 @@ def write_patient(patient: Patient, out_dir: str | os.PathLike[str]) -> dict[str
     }
     if patient.parenchyma is not None:
         files["parenchyma"] = write_image(patient.parenchyma, out / "parenchyma.nrrd")
+    for name, img in patient.phases.items():  # further co-registered phases (multi-phase IITH)
+        files[f"image_{name}"] = write_image(img, out / f"image_{name}.nrrd")
     return files
 
 

@@ -349,13 +349,23 @@ def analysis_command(
     keep_going: bool = True,
     heterogeneity: bool = True,
     python: str | None = None,
+    image_phase: str = "image",
 ) -> list[str]:
-    """The command line that runs :func:`run_analysis` on files written by :func:`write_inputs`."""
+    """The command line that runs :func:`run_analysis` on files written by :func:`write_inputs`.
+
+    ``inputs`` keys ``image_<phase>`` are further phases (``image_phase`` names ``image``)."""
     s = settings or FeatureSettings()
     if s.radiomics_params is not None:
         raise InputError("custom pyradiomics settings cannot be passed to the background process")
     cmd = [python or sys.executable, "-m", "RadTyperLib.jobs"]
-    cmd += ["--image", str(inputs["image"]), "--lesions", str(inputs["lesions"])]
+    phases = {k[len("image_") :]: v for k, v in inputs.items() if k.startswith("image_")}
+    if phases:  # multi-phase patient: the reference phase first, every image named (see cli.parse_images)
+        cmd += ["--image", f"{image_phase}={inputs['image']}"]
+        for name, path in phases.items():
+            cmd += ["--image", f"{name}={path}"]
+    else:
+        cmd += ["--image", str(inputs["image"])]
+    cmd += ["--lesions", str(inputs["lesions"])]
     if inputs.get("parenchyma") is not None:
         cmd += ["--parenchyma", str(inputs["parenchyma"])]
     if inputs.get("sites") is not None:
@@ -366,6 +376,8 @@ def analysis_command(
     cmd += ["--out", str(out_dir), "--degree", str(int(s.degree)), "--region-mode", s.region_mode]
     if not s.radiomics:
         cmd.append("--no-radiomics")
+    if s.iith_rois is not None:  # default None = auto (all four ROIs with several phases)
+        cmd += ["--iith-rois", ",".join(s.iith_rois) or "none"]
     if keep_going:
         cmd.append("--keep-going")
     if not heterogeneity:
@@ -538,6 +550,7 @@ def start_analysis_job(
             keep_going=keep_going,
             heterogeneity=heterogeneity,
             python=python,
+            image_phase=patient.image_phase,
         )
         return BackgroundJob(command, result, work_dir=work).start()
     except BaseException:
@@ -567,6 +580,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--degree", type=_degree, default=15, metavar="L", help="maximal SPHARM degree")
     parser.add_argument("--region-mode", choices=["2d", "3d"], default="2d")
     parser.add_argument("--no-radiomics", action="store_true")
+    parser.add_argument("--iith-rois", default="auto", help="as 'radtyper features --iith-rois'")
     parser.add_argument("--keep-going", action="store_true")
     parser.add_argument("--no-heterogeneity", action="store_true")
     parser.add_argument("--lesion", action="append", metavar="ID")
@@ -584,8 +598,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         patient = load_patient_from_args(args)
+        from .cli import _iith_rois_option
+
         settings = FeatureSettings(
-            degree=args.degree, region_mode=args.region_mode, radiomics=not args.no_radiomics
+            degree=args.degree,
+            region_mode=args.region_mode,
+            radiomics=not args.no_radiomics,
+            iith_rois=_iith_rois_option(args.iith_rois),
         )
         files = run_analysis(
             patient,

@@ -7,6 +7,7 @@ and from Slicer's RAS frame.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -18,6 +19,20 @@ from .sites import normalize_site
 
 #: Relative tolerance when comparing spacing / origin / direction of two images.
 GEOMETRY_TOLERANCE = 1e-4
+#: Phase name of the image when no name is given (a single ``--image IMG``).
+DEFAULT_PHASE = "image"
+#: Phase names: letters, digits and ``-`` (``_`` separates the parts of the ``iith_*`` column names).
+PHASE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
+
+
+def check_phase_name(name: str) -> str:
+    """Return ``name`` when it is a valid phase name (:data:`PHASE_NAME`), else raise InputError."""
+    if not isinstance(name, str) or not PHASE_NAME.match(name):
+        raise InputError(
+            f"phase name {name!r}: use a letter then letters, digits or '-' (at most 32; no '_', e.g. pre, "
+            "post1, t1-ce)"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,14 @@ class Patient:
     patient_id: str = "patient"
     modality: str = "CT"
     sources: dict[str, str] = field(default_factory=dict)  # role -> file name, for messages
+    #: Further co-registered images of the patient (e.g. DCE-MRI post-contrast phases) by phase name, on
+    #: ``image``'s voxel grid (refused otherwise: RadTyper never resamples silently). ``image`` is the
+    #: reference phase, named ``image_phase``; shape, regions and ``radiomics_*`` use it alone, the
+    #: multi-phase IITH features (:mod:`RadTyperLib.iith_features`) use every phase.
+    phases: dict[str, sitk.Image] = field(default_factory=dict)
+    image_phase: str = DEFAULT_PHASE
+    #: Modality of each phase in ``phases`` (default: the patient's ``modality``).
+    phase_modalities: dict[str, str] = field(default_factory=dict)
     _nonfinite: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -60,6 +83,23 @@ class Patient:
             self.sources.get("image", "image"),
             self.sources.get("lesions", "lesions"),
         )
+        check_phase_name(self.image_phase)
+        for name, img in self.phases.items():
+            check_phase_name(name)
+            if name == self.image_phase:
+                raise InputError(f"phase '{name}' given twice (it is also the first image's phase)")
+            where = self.sources.get(f"image_{name}", f"phase '{name}'")
+            try:
+                check_same_geometry(self.image, img, self.sources.get("image", "image"), where)
+            except InputError as exc:
+                raise InputError(
+                    f"phase '{name}': {str(exc).replace('(mask and image must share one voxel grid)', '')}"
+                    f"(all phases must be co-registered on the first image's voxel grid; RadTyper does not "
+                    "resample: resample or crop the phase onto that grid first)"
+                ) from None
+        self.phase_modalities = {
+            n: str(self.phase_modalities.get(n, self.modality)).upper() for n in self.phases
+        }
         if self.parenchyma is not None:
             check_same_geometry(
                 self.image,
@@ -99,6 +139,15 @@ class Patient:
     def direction(self) -> np.ndarray:
         """3×3 direction matrix; column i is the LPS direction of image axis i."""
         return np.array(self.image.GetDirection(), dtype=float).reshape(3, 3)
+
+    # --- phases ---------------------------------------------------------------------------------------
+    def all_phases(self) -> dict[str, sitk.Image]:
+        """Every image by phase name, the reference ``image`` first."""
+        return {self.image_phase: self.image, **self.phases}
+
+    def phase_modality(self, phase: str) -> str:
+        """Modality of one phase (the patient's for the reference image)."""
+        return self.modality if phase == self.image_phase else self.phase_modalities[phase]
 
     # --- arrays ---------------------------------------------------------------------------------------
     def image_array(self) -> np.ndarray:

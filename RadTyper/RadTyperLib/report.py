@@ -860,6 +860,20 @@ def write_cohort_report(
                 (plot_heterogeneity(heterogeneity, out / "heterogeneity.png"), "MTD and ATH per patient")
             ],
         )
+        tests = _load_heterogeneity(heterogeneity).get("tests")
+        if tests and tests.get("patients"):
+            import pandas as pd
+
+            cols = ["patient", "n_lesions", "n_features", "mean_cv", "p_t_test", "p_bonferroni_t_test"]
+            cols += ["significant_t_test", "p_wilcoxon_signed_rank", "p_bonferroni_wilcoxon_signed_rank"]
+            tab = pd.DataFrame(tests["patients"])
+            sec.tables.append(
+                (
+                    "Is the patient heterogeneous? Henry et al.'s tests of the patient's CVs against "
+                    f"{tests['settings']['mu0']:g} (Bonferroni over patients, α = {tests['settings']['alpha']:g})",
+                    tab[[c for c in cols if c in tab.columns]].set_index("patient"),
+                )
+            )
         if src is not None:
             curves = (src if src.is_dir() else src.parent) / "recovery_curves.png"
             if curves.is_file():

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from .bridge import (
     optional_path,
     patient_from_nodes,
     table_to_dataframe,
+    volume_to_sitk,
 )
 from .lesions_logic import ComponentMissingError
 
@@ -90,6 +91,8 @@ PATIENT_COLUMNS: tuple[str, ...] = (
     "average_pair_distance",
     "mean_cv",
     "n_cv_features",
+    "n_cv_flagged",
+    "p_mean_cv_t_test",
     "k75_ath",
     "k75_mtd",
     "iith",
@@ -190,9 +193,24 @@ class AnalysisLogic:
             )
 
     def patient(
-        self, volume_node: Any, segmentation_node: Any, parenchyma_node: Any = None, *, modality: str = "auto"
+        self,
+        volume_node: Any,
+        segmentation_node: Any,
+        parenchyma_node: Any = None,
+        *,
+        modality: str = "auto",
+        phase_nodes: Mapping[str, Any] | None = None,
+        image_phase: str = "image",
     ) -> Any:
-        """The core Patient of the nodes (read-only conversion; modality "auto" guesses CT vs MR)."""
+        """The core Patient of the nodes (read-only conversion; modality "auto" guesses CT vs MR).
+
+        ``phase_nodes`` ({phase name: scalar volume node}) adds further co-registered images (e.g. DCE-MRI
+        post-contrast phases; ``image_phase`` names ``volume_node``'s phase) for the multi-phase IITH
+        features; each must lie on ``volume_node``'s voxel grid (InputError naming it otherwise: resample it
+        first, e.g. with the *Resample Image (BRAINS)* module — RadTyper never resamples silently).
+        """
+        import dataclasses
+
         from RadTyperLib.io import guess_modality
 
         self.check_inputs(volume_node, segmentation_node)
@@ -200,6 +218,22 @@ class AnalysisLogic:
             raise InputError(f"Unknown modality '{modality}'; use one of {', '.join(MODALITIES)}")
         patient = patient_from_nodes(volume_node, segmentation_node, parenchyma_node=parenchyma_node)
         patient.modality = guess_modality(patient.image) if modality == "auto" else modality.upper()
+        if phase_nodes:
+            images, sources = {}, dict(patient.sources)
+            for name, node in phase_nodes.items():
+                if node is None or not node.IsA("vtkMRMLScalarVolumeNode") or node.GetImageData() is None:
+                    raise InputError(f"phase '{name}': not a scalar volume with image data")
+                if node is volume_node:
+                    raise InputError(f"phase '{name}' is the input volume itself")
+                images[str(name)] = volume_to_sitk(node)
+                sources[f"image_{name}"] = f"volume '{node.GetName()}'"
+            mods = {
+                n: (guess_modality(im) if modality == "auto" else modality.upper())
+                for n, im in images.items()
+            }
+            patient = dataclasses.replace(
+                patient, phases=images, image_phase=image_phase, phase_modalities=mods, sources=sources
+            )
         return patient
 
     # --- computing ----------------------------------------------------------------------------------------
@@ -216,6 +250,8 @@ class AnalysisLogic:
         iith_reference: str | os.PathLike[str] | None = None,
         progress: Progress | None = None,
         should_cancel: Callable[[], bool] | None = None,
+        phase_nodes: Mapping[str, Any] | None = None,
+        image_phase: str = "image",
     ) -> AnalysisOutputs:
         """Run the whole analysis in this process and show it (tables, models, shells, plot).
 
@@ -225,7 +261,14 @@ class AnalysisLogic:
         """
         from RadTyperLib.jobs import run_analysis
 
-        patient = self.patient(volume_node, segmentation_node, parenchyma_node, modality=modality)
+        patient = self.patient(
+            volume_node,
+            segmentation_node,
+            parenchyma_node,
+            modality=modality,
+            phase_nodes=phase_nodes,
+            image_phase=image_phase,
+        )
         with tempfile.TemporaryDirectory(prefix="radtyper-") as tmp:
             files = run_analysis(
                 patient,
@@ -251,6 +294,8 @@ class AnalysisLogic:
         lesions: Sequence[str] | None = None,
         keep_going: bool = True,
         python: str | None = None,
+        phase_nodes: Mapping[str, Any] | None = None,
+        image_phase: str = "image",
     ) -> Any:
         """Write the inputs to a temporary folder and start the analysis in a background process.
 
@@ -259,7 +304,14 @@ class AnalysisLogic:
         """
         from RadTyperLib.jobs import start_analysis_job
 
-        patient = self.patient(volume_node, segmentation_node, parenchyma_node, modality=modality)
+        patient = self.patient(
+            volume_node,
+            segmentation_node,
+            parenchyma_node,
+            modality=modality,
+            phase_nodes=phase_nodes,
+            image_phase=image_phase,
+        )
         return start_analysis_job(patient, settings, lesions=lesions, keep_going=keep_going, python=python)
 
     # --- loading results into the scene -------------------------------------------------------------------
@@ -390,6 +442,8 @@ class AnalysisLogic:
         row["k75_ath"] = k75.get("average_tumoral_heterogeneity")
         row["k75_mtd"] = k75.get("max_tumoral_divergence")
         row["reason"] = record.get("reason") or ""
+        row["n_cv_flagged"] = len(record.get("cv_flags") or {})
+        row["p_mean_cv_t_test"] = (record.get("tests") or {}).get("p_t_test")  # Henry's test, this patient
         frame = pd.DataFrame([row], columns=list(PATIENT_COLUMNS))
         for c in (
             "max_tumoral_divergence",
@@ -398,7 +452,7 @@ class AnalysisLogic:
             "mean_cv",
         ):
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
-        for c in ("n_lesions", "n_cv_features", "k75_ath", "k75_mtd"):
+        for c in ("n_lesions", "n_cv_features", "n_cv_flagged", "p_mean_cv_t_test", "k75_ath", "k75_mtd"):
             frame[c] = pd.to_numeric(frame[c], errors="coerce")
         return frame
 
@@ -408,8 +462,14 @@ class AnalysisLogic:
 
         cv = record.get("cv") or {}
         notes = record.get("cv_notes") or {}
+        flags = record.get("cv_flags") or {}
         frame = pd.DataFrame(
-            {"feature": list(cv), "cv": [cv[f] for f in cv], "note": [notes.get(f) or "" for f in cv]}
+            {
+                "feature": list(cv),
+                "cv": [cv[f] for f in cv],
+                "note": [notes.get(f) or "" for f in cv],
+                "flag": [flags.get(f) or "" for f in cv],
+            }
         )
         frame["cv"] = pd.to_numeric(frame["cv"], errors="coerce")
         return frame

@@ -32,6 +32,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..sites import normalize_site
+from .significance import SIGN_MIXED_FLAG, sign_mixed_flags
 
 #: Columns that identify a lesion; never features.
 ID_COLUMNS: tuple[str, ...] = ("lesion", "site", "patient", "modality", "label")
@@ -312,6 +313,7 @@ def _group_record(
             n_cv_features=0,
             cv={},
             cv_notes={},
+            cv_flags={},
         )
         return rec
     d = cosine_distance_matrix(scaled)
@@ -319,6 +321,7 @@ def _group_record(
         rec["note"] = IDENTICAL_NOTE
     cv, notes = cv_values(raw)
     defined = cv[~np.isnan(cv)]
+    mixed = sign_mixed_flags(raw)
     rec.update(
         max_tumoral_divergence=max_tumoral_divergence(d),
         average_tumoral_heterogeneity=average_tumoral_heterogeneity(d, definition),
@@ -327,6 +330,9 @@ def _group_record(
         n_cv_features=int(defined.size),
         cv={f: _num(v) for f, v in zip(features, cv, strict=True)},
         cv_notes={features[j]: r for j, r in notes.items()},
+        cv_flags={
+            f: SIGN_MIXED_FLAG for f, m, v in zip(features, mixed, cv, strict=True) if m and np.isfinite(v)
+        },
     )
     if not defined.size:
         rec["reason"] = "CV undefined for every feature (zero means)"
@@ -441,7 +447,8 @@ def patient_heterogeneity(
     Each record has the keys ``patient``, ``n_lesions``, ``lesions``, ``status`` ("ok" | "undefined"),
     ``reason`` (None or one line), ``max_tumoral_divergence``, ``average_tumoral_heterogeneity``,
     ``average_pair_distance`` (the "pairs" mean), ``mean_cv``, ``n_cv_features``, ``cv`` ({feature: CV or
-    None}), ``cv_notes`` ({feature: reason}), ``sites`` ({site: count}), ``ath_definition``, ``n_features``.
+    None}), ``cv_notes`` ({feature: reason}), ``cv_flags`` ({feature: ``sign_mixed_small_mean``} for CVs of
+    features with values of both signs and |mean| < sd, see :mod:`.significance`), ``sites`` ({site: count}), ``ath_definition``, ``n_features``.
     With one lesion the indexes, ``mean_cv`` are None and ``reason`` is :data:`ONE_LESION_REASON`.
     """
     return heterogeneity_from_prepared(

@@ -12,8 +12,12 @@ Feature choice (``features``):
 
 Outputs in ``out_dir`` (each written atomically): ``heterogeneity.json`` (everything), ``heterogeneity.csv``
 (one row per patient, plus one per patient × site with ``by="site"``), ``cv.csv`` (patient × site × feature
-CV, long format, with the reason when undefined), ``sampling.csv`` (patient × strategy, plus the pooled
-"cohort" rows), ``recovery_curves.csv`` and ``recovery_curves.png``.
+CV, long format, with the reason when undefined and ``flag`` = ``sign_mixed_small_mean`` for CVs of
+sign-mixed features), ``sampling.csv`` (patient × strategy, plus the pooled "cohort" rows; the columns
+``sampled``, ``index_computed_on`` and ``site_pooling`` say how each strategy is read), ``recovery_curves.csv``,
+``recovery_curves.png``, and Henry et al.'s significance tests (:mod:`.significance`): ``tests_features.csv``
+(one row per feature: t-test and exact Wilcoxon of the patients' CVs, optional rank-sum between two groups,
+Bonferroni over features) and ``tests_patients.csv`` (one row per patient, Bonferroni over patients).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from .sampling import (
     DEFAULT_KS,
     RECOVERY_LEVEL,
     STRATEGIES,
+    STRATEGY_LABELS,
     curve_table,
     k_for_recovery,
     plot_recovery_curves,
@@ -46,6 +51,7 @@ from .sampling import (
     simulate_sampling,
     summarize,
 )
+from .significance import DEFAULT_ALPHA, SIGN_MIXED_FLAG, heterogeneity_tests
 
 OUTPUT_FILES: tuple[str, ...] = (
     "heterogeneity.json",
@@ -54,6 +60,8 @@ OUTPUT_FILES: tuple[str, ...] = (
     "sampling.csv",
     "recovery_curves.csv",
     "recovery_curves.png",
+    "tests_features.csv",
+    "tests_patients.csv",
 )
 COHORT = "cohort"
 _MAX_PLOTTED_PATIENTS = 10
@@ -123,20 +131,80 @@ def _index_row(rec: dict[str, Any], site: str) -> dict[str, Any]:
         "mean_cv",
         "n_cv_features",
     )
-    return {"patient": rec["patient"], "site": site, **{k: rec.get(k) for k in keys}}
+    row = {"patient": rec["patient"], "site": site, **{k: rec.get(k) for k in keys}}
+    row["n_cv_flagged"] = len(rec.get("cv_flags", {}))
+    t = rec.get("tests", {}) if site == "all" else {}
+    for key in ("p_t_test", "p_bonferroni_t_test", "significant_t_test", "p_wilcoxon_signed_rank"):
+        row[key] = t.get(key)
+    for key in ("p_bonferroni_wilcoxon_signed_rank", "significant_wilcoxon_signed_rank"):
+        row[key] = t.get(key)
+    return row
+
+
+def _patient_groups(table: pd.DataFrame, column: str) -> dict[str, str]:
+    """{patient: group} from a table column; one group per patient (else InputError)."""
+    from .indexes import patient_ids
+
+    if column not in table.columns:
+        raise InputError(f"group column '{column}' is not in the feature table")
+    out: dict[str, str] = {}
+    for pid, g in zip(patient_ids(table), table[column], strict=True):
+        g = "" if pd.isna(g) else str(g).strip()
+        if not g:
+            raise InputError(f"patient {pid}: empty value in group column '{column}'")
+        if out.setdefault(str(pid), g) != g:
+            raise InputError(f"patient {pid}: two values in group column '{column}' ({out[str(pid)]}, {g})")
+    return out
 
 
 def _cv_rows(rec: dict[str, Any], site: str, features: list[str]) -> list[dict[str, Any]]:
     notes = rec.get("cv_notes", {})
+    flags = rec.get("cv_flags", {})
     if not rec["cv"]:
         return [
-            {"patient": rec["patient"], "site": site, "feature": f, "cv": None, "note": rec["reason"]}
+            {
+                "patient": rec["patient"],
+                "site": site,
+                "feature": f,
+                "cv": None,
+                "note": rec["reason"],
+                "flag": None,
+            }
             for f in features
         ]
     return [
-        {"patient": rec["patient"], "site": site, "feature": f, "cv": rec["cv"].get(f), "note": notes.get(f)}
+        {
+            "patient": rec["patient"],
+            "site": site,
+            "feature": f,
+            "cv": rec["cv"].get(f),
+            "note": notes.get(f),
+            "flag": flags.get(f),
+        }
         for f in features
     ]
+
+
+#: What each sampling strategy picks, in words (sampling.csv column ``sampled``).
+SAMPLED: dict[str, str] = {
+    "random2": "2 random lesions of the patient (all when fewer)",
+    "random3": "3 random lesions of the patient (all when fewer)",
+    "per_site2": "at most 2 random lesions of every site",
+    "per_site3": "at most 3 random lesions of every site",
+    "recist": "at most 2 random lesions of every site, bone excluded",
+}
+
+
+def _index_computed_on(strategy: str, site_pooling: str) -> str:
+    """sampling.csv column ``index_computed_on``: which lesions the subsample's index is computed on."""
+    if strategy.startswith("random"):
+        return "the sampled lesions together"
+    if site_pooling == "within":
+        return (
+            "within each site on that site's sampled lesions, then averaged over the patient's sites (a site "
+            "with one lesion counts 0): recovery stays < 100 % even when every lesion is sampled"
+        )
+    return "the union of the lesions sampled at every site"
 
 
 def heterogeneity_report(
@@ -153,10 +221,16 @@ def heterogeneity_report(
     site_pooling: str = "within",
     recist_max_total: int | None = None,
     ks: Sequence[int] = DEFAULT_KS,
+    cv_null: float = 0.0,
+    alpha: float = DEFAULT_ALPHA,
+    groups: str | None = None,
 ) -> dict[str, Any]:
     """Indexes, CV, sampling simulation and recovery curves of every patient → the JSON content (+ ``files``).
 
-    ``by="site"`` adds per-site indexes (every lesion needs a site). Sampling uses one generator per patient
+    ``by="site"`` adds per-site indexes (every lesion needs a site). Henry et al.'s significance tests
+    (:mod:`.significance`) run on the per-patient CVs: ``cv_null`` is the null value of the CV (paper: 0),
+    ``alpha`` the level of the Bonferroni-adjusted p-values, ``groups`` a column of the table that gives each
+    patient one of two group labels (e.g. oligo / multi) for the exact rank-sum comparison. Sampling uses one generator per patient
     seeded from (``seed``, patient id) and draws over the patient's lesions sorted by name, so a patient's
     sampling results depend neither on the other patients nor on the row order. See the
     module docstring for ``features``/``robustness`` and :mod:`.sampling` for the simulation options.
@@ -170,6 +244,19 @@ def heterogeneity_report(
     feats, selection = select_features(table, features, robustness)
     prep = prepare(table, feats, by=by)
     records = heterogeneity_from_prepared(prep, by=by, definition=definition)
+    group_of = _patient_groups(prep["table"], groups) if groups else None
+    tests = heterogeneity_tests(records, prep["features"], mu0=cv_null, alpha=alpha, groups=group_of)
+    by_patient = {r["patient"]: r for r in tests["patients"]}
+    cv_warnings = []
+    for pid, rec in records.items():
+        t = by_patient.get(pid, {})
+        rec["tests"] = {k: v for k, v in t.items() if k != "patient"}
+        if rec.get("cv_flags"):
+            cv_warnings.append(
+                f"patient {pid}: the CV of {len(rec['cv_flags'])} feature(s) with values of both signs and "
+                f"|mean| < sd is not a dispersion (flag {SIGN_MIXED_FLAG} in cv.csv; left out of the tests): "
+                + ", ".join(sorted(rec["cv_flags"]))
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -233,6 +320,8 @@ def heterogeneity_report(
         "dropped_features": prep["info"]["dropped_features"],
         "dropped_lesions": prep["info"]["dropped_lesions"],
         "warnings": prep["info"]["warnings"],
+        "cv_warnings": cv_warnings,
+        "tests": tests,
         "patients": records,
         "cohort": cohort,
     }
@@ -249,6 +338,11 @@ def heterogeneity_report(
     for pid, summaries in [*((p, r["sampling"]) for p, r in records.items()), (COHORT, cohort["sampling"])]:
         for s, summ in summaries.items():
             flat = {"patient": pid, "strategy": s, "status": summ["status"], "reason": summ["reason"]}
+            flat["label"] = STRATEGY_LABELS.get(s, s)
+            flat["sampled"] = SAMPLED.get(s, "")
+            flat["index_computed_on"] = _index_computed_on(s, site_pooling)
+            flat["site_pooling"] = site_pooling if s.startswith(("per_site", "recist")) else None
+            flat["n_lesions"] = records[pid]["n_lesions"] if pid in records else cohort["n_lesions"]
             flat["mean_lesions_sampled"] = summ["mean_lesions_sampled"]
             for key, short in (("average_tumoral_heterogeneity", "ath"), ("max_tumoral_divergence", "mtd")):
                 v = summ[key] or {"mean": None, "ci95": [None, None]}
@@ -261,7 +355,11 @@ def heterogeneity_report(
 
     files = {name: out / name for name in OUTPUT_FILES}
     write_csv(pd.DataFrame(index_rows), files["heterogeneity.csv"])
-    write_csv(pd.DataFrame(cv_rows, columns=["patient", "site", "feature", "cv", "note"]), files["cv.csv"])
+    write_csv(
+        pd.DataFrame(cv_rows, columns=["patient", "site", "feature", "cv", "note", "flag"]), files["cv.csv"]
+    )
+    write_csv(pd.DataFrame(tests["features"]), files["tests_features.csv"])
+    write_csv(pd.DataFrame(tests["patients"]), files["tests_patients.csv"])
     write_csv(pd.DataFrame(sampling_rows), files["sampling.csv"])
     write_csv(
         pd.DataFrame(curve_rows, columns=["patient", *pooled_curve.columns]), files["recovery_curves.csv"]

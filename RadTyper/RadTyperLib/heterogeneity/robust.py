@@ -4,6 +4,16 @@ Recipe: compute every feature on the original, the eroded and the dilated mask o
 radius 1 mm), keep a feature when Lin's concordance correlation coefficient across lesions is ≥ 0.8 between
 the original and *both* perturbed versions, then cluster the robust features on ``1 − |Pearson r|`` and keep
 one representative per cluster.
+
+Perturbation grid (``grid``, :data:`PERTURB_GRIDS`):
+
+* ``"1mm"`` (default, Henry et al.'s): each lesion is cropped with a :data:`CROP_MARGIN_MM` margin, the image
+  resampled to 1 × 1 × 1 mm (B-spline), the lesion mask resampled by linear interpolation of its indicator
+  thresholded at 0.5 (the parenchyma mask by nearest neighbour), then eroded / dilated by 1 mm = one
+  6-connected voxel layer. The *original* features used for the CCC are computed on that same 1 mm crop
+  (``"original"`` table; the CLI writes it as ``<out>.reference.csv``), so the CCC compares like with like.
+* ``"native"``: erosion / dilation on the image's own grid with the radius raised to the finest voxel
+  spacing (:func:`perturb_mask`); on 5 mm-slice CT nothing changes along z. Kept for comparison.
 """
 
 from __future__ import annotations
@@ -40,6 +50,11 @@ HENRY_FEATURES: tuple[str, ...] = (
     "VoxelVolume",
 )
 PERTURBATIONS: tuple[str, ...] = ("original", "eroded", "dilated")
+#: Perturbation grids: Henry's 1 mm isotropic resampling (default) or the image's native grid.
+PERTURB_GRIDS: tuple[str, ...] = ("1mm", "native")
+#: Margin (mm) of the crop around a lesion resampled to 1 mm: 10 mm shells + 1 mm dilation + room for the
+#: automatic parenchyma and pyradiomics' padding.
+CROP_MARGIN_MM = 20.0
 _TOL_MM = 1e-6
 
 
@@ -117,36 +132,136 @@ def perturb_mask(
     return out
 
 
+def isotropic_lesion_patient(
+    patient: Patient, lesion: Any, spacing_mm: float = 1.0, margin_mm: float = CROP_MARGIN_MM
+) -> Patient:
+    """One lesion of ``patient`` on an isotropic ``spacing_mm`` grid: a crop (lesion box + ``margin_mm``),
+    image (and every further phase) resampled with B-spline (float32), lesion indicator with linear
+    interpolation thresholded at 0.5 (label 1), parenchyma by nearest neighbour. Same direction; the crop's
+    outer voxel edges are kept.
+
+    Raises:
+        LesionError: the resampled lesion mask is empty (lesion smaller than about one 1 mm voxel).
+    """
+    import SimpleITK as sitk
+
+    from ..patient import Lesion
+    from ..patient import Patient as _Patient
+
+    les = lesion if not isinstance(lesion, (str, int)) else patient.lesion(lesion)
+    mask = np.asarray(patient.lesion_mask(les), dtype=bool)
+    idx = np.argwhere(mask)
+    sp_zyx = np.array(patient.spacing[::-1], dtype=float)
+    pad = np.ceil(margin_mm / sp_zyx).astype(int)
+    lo = np.maximum(idx.min(axis=0) - pad, 0)
+    hi = np.minimum(idx.max(axis=0) + 1 + pad, mask.shape)
+    crop = (slice(int(lo[2]), int(hi[2])), slice(int(lo[1]), int(hi[1])), slice(int(lo[0]), int(hi[0])))
+
+    def cut(img: Any) -> Any:
+        return img[crop[0], crop[1], crop[2]]  # SimpleITK slicing (x, y, z) keeps the geometry
+
+    img_c = cut(patient.image)
+    ind = sitk.GetImageFromArray(mask[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].astype(np.float32))
+    ind.CopyInformation(img_c)
+    sp = np.array(img_c.GetSpacing(), dtype=float)
+    size = np.array(img_c.GetSize(), dtype=float)
+    d = np.array(img_c.GetDirection(), dtype=float).reshape(3, 3)
+    new_sp = np.full(3, float(spacing_mm))
+    new_size = [max(1, math.ceil(n * s / spacing_mm - 1e-6)) for n, s in zip(size, sp, strict=True)]
+    edge = np.array(img_c.GetOrigin(), dtype=float) - d @ (0.5 * sp)
+    new_origin = edge + d @ (0.5 * new_sp)
+
+    def resample(img: Any, interp: int, default: float, pixel: int) -> Any:
+        return sitk.Resample(
+            img,
+            [int(v) for v in new_size],
+            sitk.Transform(),
+            interp,
+            [float(v) for v in new_origin],
+            [float(v) for v in new_sp],
+            [float(v) for v in d.ravel()],
+            float(default),
+            pixel,
+        )
+
+    arr = sitk.GetArrayViewFromImage(img_c)
+    image = resample(
+        sitk.Cast(img_c, sitk.sitkFloat32), sitk.sitkBSpline, float(np.min(arr)), sitk.sitkFloat32
+    )
+    m = sitk.GetArrayFromImage(resample(ind, sitk.sitkLinear, 0.0, sitk.sitkFloat32)) > 0.5
+    if not m.any():
+        raise LesionError(les.name, f"empty mask after resampling to {spacing_mm:g} mm voxels")
+    labels = sitk.GetImageFromArray(m.astype(np.uint8))
+    labels.CopyInformation(image)
+    paren = None
+    if patient.parenchyma is not None:
+        paren = resample(cut(patient.parenchyma), sitk.sitkNearestNeighbor, 0.0, sitk.sitkUInt8)
+    phases = {}
+    for name, img in patient.phases.items():  # further co-registered phases: same crop and interpolation
+        ph = cut(img)
+        low = float(np.min(sitk.GetArrayViewFromImage(ph)))
+        phases[name] = resample(sitk.Cast(ph, sitk.sitkFloat32), sitk.sitkBSpline, low, sitk.sitkFloat32)
+    return _Patient(
+        image=image,
+        labels=labels,
+        lesions=[Lesion(1, les.name, les.site)],
+        parenchyma=paren,
+        patient_id=patient.patient_id,
+        modality=patient.modality,
+        sources={**patient.sources, "image": f"{patient.sources.get('image', 'image')} (1 mm crop)"},
+        phases=phases,
+        image_phase=patient.image_phase,
+        phase_modalities=dict(patient.phase_modalities),
+    )
+
+
 def perturbed_feature_tables(
     patient: Patient,
     compute_fn: Callable[[Patient, np.ndarray, str], dict[str, float]],
     mm: float = 1.0,
+    *,
+    grid: str = "1mm",
 ) -> dict[str, pd.DataFrame]:
     """Per-lesion features on the original, eroded and dilated masks → ``{"original"|"eroded"|"dilated": table}``.
 
     ``compute_fn(patient, mask_zyx, lesion_name)`` returns the feature dict of one lesion for one mask.
-    Each table has the columns ``lesion``, ``site``, the features, ``qc_error``, ``patient``, ``modality``.
+    ``grid`` "1mm" (default: every lesion resampled to 1 mm, :func:`isotropic_lesion_patient`, and the three
+    masks there) or "native" (the image grid; see the module docstring). Each table has the columns
+    ``lesion``, ``site``, the features, ``qc_error``, ``patient``, ``modality``, ``qc_perturb_grid``.
     An empty perturbed mask (erosion of a thin lesion) or a :class:`LesionError` from ``compute_fn`` gives a
     row of NaN with the reason in ``qc_error`` (Lin's CCC then skips that lesion); other errors propagate.
     Note: the dilated mask of a lesion may reach into a touching lesion; each lesion is processed alone.
     """
+    if grid not in PERTURB_GRIDS:
+        raise InputError(f"perturbation grid must be one of {', '.join(PERTURB_GRIDS)}, got {grid!r}")
     rows: dict[str, list[dict[str, Any]]] = {k: [] for k in PERTURBATIONS}
     for les in patient.lesions:
-        base = np.array(patient.lesion_mask(les), dtype=bool)
-        masks = {
-            "original": base,
-            "eroded": perturb_mask(base, patient.spacing, mm, "erode"),
-            "dilated": perturb_mask(base, patient.spacing, mm, "dilate"),
-        }
-        for kind, m in masks.items():
+        work, error = patient, ""
+        if grid == "1mm":
+            try:
+                work = isotropic_lesion_patient(patient, les, 1.0)
+            except LesionError as exc:
+                error = exc.problem
+        masks: dict[str, np.ndarray] = {}
+        if not error:
+            base = np.array(work.lesion_mask(work.lesion(les.name)), dtype=bool)
+            masks = {
+                "original": base,
+                "eroded": perturb_mask(base, work.spacing, mm, "erode"),
+                "dilated": perturb_mask(base, work.spacing, mm, "dilate"),
+            }
+        for kind in PERTURBATIONS:
             row: dict[str, Any] = {"lesion": les.name, "site": les.site}
-            if not m.any():
+            m = masks.get(kind)
+            if error:
+                row["qc_error"] = error
+            elif not m.any():
                 row["qc_error"] = (
                     f"{kind} mask is empty ({mm:g} mm {'erosion' if kind == 'eroded' else 'change'})"
                 )
             else:
                 try:
-                    row.update(compute_fn(patient, m, les.name))
+                    row.update(compute_fn(work, m, les.name))
                     row["qc_error"] = ""
                 except LesionError as exc:
                     row["qc_error"] = exc.problem
@@ -156,6 +271,7 @@ def perturbed_feature_tables(
         t = pd.DataFrame(rr)
         feats = [c for c in t.columns if c not in ("lesion", "site", "qc_error")]
         t = t[["lesion", "site", *feats, "qc_error"]]
+        t["qc_perturb_grid"] = grid
         t["patient"] = patient.patient_id
         t["modality"] = patient.modality
         out[kind] = t
