@@ -220,3 +220,46 @@ def test_a_failing_child_reports_its_error(tmp_path):
     assert job.returncode == 2
     assert "missing.nrrd: file not found" in job.error
     assert not (tmp_path / "out").exists()
+
+
+# A launcher like Slicer's PythonSlicer: it starts the real Python as its own child and waits for it.
+_LAUNCHER = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; print('[  1.0 %] working', flush=True); time.sleep(300)"])
+open(sys.argv[1], "w").write(str(child.pid))
+sys.exit(child.wait())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups (Windows uses taskkill /T)")
+def test_cancel_kills_the_whole_process_tree(tmp_path):
+    """Cancel must not leave the launcher's child (the process doing the work) running."""
+    pid_file = tmp_path / "grandchild.pid"
+    job = BackgroundJob(
+        [sys.executable, "-c", _LAUNCHER, str(pid_file)], tmp_path / "out", work_dir=tmp_path / "work"
+    ).start()
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while job.poll() == "running" and job.fraction == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert job.fraction == pytest.approx(0.01)  # the grandchild's output reaches the job
+    assert _alive(job.pid) and _alive(grandchild)
+    job.cancel()
+    assert job.state == "cancelled"
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(job.pid)
+    assert not _alive(grandchild), "the launcher's child survived Cancel"
+
+
+def test_process_options_isolate_the_child_and_hide_the_console(monkeypatch):
+    from RadTyperLib import jobs
+
+    assert jobs.process_group_options() == {"start_new_session": True} or sys.platform == "win32"
+    monkeypatch.setattr(jobs.sys, "platform", "win32")
+    flags = jobs.process_group_options()["creationflags"]
+    assert flags & 0x08000000  # CREATE_NO_WINDOW: no console window in Slicer on Windows
+    assert flags & 0x00000200  # CREATE_NEW_PROCESS_GROUP
