@@ -114,7 +114,7 @@ class AnalysisWidget:
     def ensureRequirements(self) -> bool:
         from .Dependencies import ensurePythonRequirements
 
-        return ensurePythonRequirements(self.resourcePath("requirements.txt"))
+        return ensurePythonRequirements(self.resourcePath("RadTyperRequirements.txt"))
 
     def setBusy(self, busy: bool) -> None:
         self.busy = busy

@@ -93,23 +93,40 @@ def _installWithPip(requirementsPath: str, requester: str) -> None:
 
 
 def ensureTorch(minimumVersion: str = "2.1") -> object:
-    """Import torch, installed by the PyTorch extension if needed (asks the user first); return the module.
+    """torch from the PyTorch extension (``PyTorchUtilsLogic().installTorch``, which asks the user first).
 
     Raises:
-        RuntimeError: the PyTorch extension is missing or torch could not be installed.
+        ComponentMissingError: the PyTorch extension is missing or torch was not installed.
     """
-    try:
-        import PyTorchUtils
-    except ImportError:
-        raise RuntimeError(
-            _("This feature needs the PyTorch extension. Install it from the Extensions Manager.")
-        ) from None
-    torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-    if not torchLogic.torchInstalled():
-        torch = torchLogic.installTorch(askConfirmation=True, torchVersionRequirement=f">={minimumVersion}")
-        if torch is None:
-            raise RuntimeError(_("PyTorch was not installed."))
-        return torch
-    import torch
+    from RadTyperMRML.torch_provider import ensure_torch
 
-    return torch
+    return ensure_torch(minimumVersion)
+
+
+def ensureRadiomics(radiomicsRequirementsPath: str) -> None:
+    """Make pyradiomics usable: its pure-Python dependencies from wheels (asks first), then the import check.
+
+    pyradiomics itself has no wheel for Slicer's Python; the Extensions Manager package ships a copy built
+    on the extension build machines. A RadTyper run from source without it gets a clear error.
+
+    Raises:
+        ComponentMissingError: pyradiomics is not available in this Slicer.
+    """
+    import importlib.util
+
+    from RadTyperMRML.lesions_logic import ComponentMissingError
+
+    installPythonRequirements(radiomicsRequirementsPath, requester="RadTyper (radiomics)")
+    if importlib.util.find_spec("radiomics") is None:
+        raise ComponentMissingError(
+            "pyradiomics is not installed in this Slicer. Install RadTyper from the Extensions Manager (its "
+            "package includes pyradiomics), or untick Radiomics to compute the other features."
+        )
+
+
+def installForTesting(requirementsPath: str) -> None:
+    """Self-tests: install missing requirements from wheels without asking (so the tests run, never skip)."""
+    missing = missingPythonRequirements(requirementsPath)
+    if missing:
+        logging.info(f"RadTyper self-test: installing {', '.join(missing)}")
+        slicer.util.pip_install(["--only-binary", ":all:", *missing])
