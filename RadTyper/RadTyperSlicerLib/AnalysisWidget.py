@@ -140,7 +140,7 @@ class AnalysisWidget:
 
             ok = False
             with reportErrors(_("Radiomics features are not available."), statusLabel=self.ui.statusLabel):
-                ensureRadiomics(self.resourcePath("RadTyperRadiomicsRequirements.txt"))
+                ensureRadiomics()
                 ok = True
             if not ok:
                 return

@@ -89,7 +89,7 @@ def _installWithPip(requirementsPath: str, requester: str) -> None:
         detailedText="\n".join(missing),
     ):
         raise InstallDeclined("User declined package installation")
-    slicer.util.pip_install(missing)
+    slicer.util.pip_install(["--only-binary", ":all:", *missing])  # users have no C compiler
 
 
 def ensureTorch(minimumVersion: str = "2.1") -> object:
@@ -103,11 +103,12 @@ def ensureTorch(minimumVersion: str = "2.1") -> object:
     return ensure_torch(minimumVersion)
 
 
-def ensureRadiomics(radiomicsRequirementsPath: str) -> None:
-    """Make pyradiomics usable: its pure-Python dependencies from wheels (asks first), then the import check.
+def ensureRadiomics() -> None:
+    """Check that pyradiomics can be imported (only needed when "Radiomics" is ticked).
 
-    pyradiomics itself has no wheel for Slicer's Python; the Extensions Manager package ships a copy built
-    on the extension build machines. A RadTyper run from source without it gets a clear error.
+    pyradiomics and its dependency docopt have no wheel for Slicer's Python: the Extensions Manager package
+    ships them, built on the extension build machines (SuperBuild). A RadTyper run from source without them
+    gets a clear error instead of a compiler failure.
 
     Raises:
         ComponentMissingError: pyradiomics is not available in this Slicer.
@@ -116,7 +117,6 @@ def ensureRadiomics(radiomicsRequirementsPath: str) -> None:
 
     from RadTyperMRML.lesions_logic import ComponentMissingError
 
-    installPythonRequirements(radiomicsRequirementsPath, requester="RadTyper (radiomics)")
     if importlib.util.find_spec("radiomics") is None:
         raise ComponentMissingError(
             "pyradiomics is not installed in this Slicer. Install RadTyper from the Extensions Manager (its "

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Build (or reuse) one Python 3.12 environment per supported 3D Slicer release, with the numpy / SciPy /
+# SimpleITK versions that release bundles (Testing/slicer-pins/slicer-<release>.txt) and the modules'
+# requirement files installed from wheels only (`pip install --only-binary :all:`, as a user's Slicer without
+# a C compiler must). Testing/test_slicer_contract.py runs the core test subset in them.
+#
+#   bash Resources/Scripts/slicer_python_envs.sh          # run by Resources/Scripts/test.sh before pytest
+#
+# Environments: <repo>/.venv-slicer-<release> (git-ignored), rebuilt only when the pins, the requirement files
+# or this script change (stamp file). A failed install leaves <venv>/install-failed.log, which the contract
+# test reports as a failure. Python 3.12 (Slicer 5.10 and 5.12 embed 3.12.10) is looked for as: $PYTHON312;
+# `python3.12` on PATH (pyenv: the newest installed 3.12.x); /usr/bin/python3.12; else, as root with apt-get,
+# the Debian/Ubuntu package python3.12 + python3.12-venv is installed. Without any 3.12 the script says so and
+# the contract test skips with that reason.
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RELEASES="${RADTYPER_SLICER_RELEASES:-5.10 5.12}"
+log() { printf 'slicer-envs: %s\n' "$*" >&2; }
+
+is312() { "$@" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; }
+
+find_python312() {
+  if [ -n "${PYTHON312:-}" ] && is312 "$PYTHON312"; then echo "$PYTHON312"; return 0; fi
+  if command -v pyenv >/dev/null 2>&1; then
+    local v
+    v="$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12\.[0-9]+$' | sort -V | tail -1)"
+    if [ -n "$v" ]; then
+      local p
+      p="$(pyenv root)/versions/$v/bin/python3.12"
+      if is312 "$p"; then echo "$p"; return 0; fi
+    fi
+  fi
+  for p in "$(command -v python3.12 2>/dev/null)" /usr/bin/python3.12 /usr/local/bin/python3.12; do
+    if [ -n "$p" ] && is312 "$p"; then
+      "$p" -c 'import sys; print(sys.executable)'
+      return 0
+    fi
+  done
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing python3.12 and python3.12-venv (apt-get)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3.12 python3.12-venv \
+      >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends python3.12 python3.12-venv >/dev/null 2>&1; }
+    if is312 /usr/bin/python3.12; then echo /usr/bin/python3.12; return 0; fi
+  fi
+  return 1
+}
+
+PY312="$(find_python312)" || {
+  log "no Python 3.12 found (set PYTHON312=/path/to/python3.12): the Slicer environment contract is skipped"
+  exit 0
+}
+log "Python 3.12: $PY312"
+
+for rel in $RELEASES; do
+  pins="$ROOT/Testing/slicer-pins/slicer-$rel.txt"
+  venv="$ROOT/.venv-slicer-$rel"
+  reqs=("$ROOT"/RadTyper/Resources/*Requirements.txt "$ROOT"/RadTyperLesions/Resources/*Requirements.txt)
+  want="$(cat "$pins" "${reqs[@]}" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$want" ] && "$venv/bin/python" -c 'import numpy' 2>/dev/null; then
+    log "$venv up to date"
+    continue
+  fi
+  log "building $venv (Slicer $rel pins, wheels only; a few minutes)"
+  rm -rf "$venv"
+  "$PY312" -m venv "$venv" || { log "cannot create $venv"; continue; }
+  args=(--disable-pip-version-check -q install --only-binary :all: -c "$pins" -r "$pins")
+  for r in "${reqs[@]}"; do args+=(-r "$r"); done
+  args+=(pytest)
+  if "$venv/bin/python" -m pip "${args[@]}" >"$venv/install.log" 2>&1; then
+    echo "$want" > "$venv/.stamp"
+    log "$venv ready: $("$venv/bin/python" -c 'import numpy, scipy, SimpleITK; print("numpy", numpy.__version__, "scipy", scipy.__version__, "SimpleITK", SimpleITK.Version_VersionString())')"
+  else
+    cp "$venv/install.log" "$venv/install-failed.log"
+    log "FAILED to install the requirements from wheels under Slicer $rel pins: $venv/install-failed.log"
+  fi
+done
+exit 0
