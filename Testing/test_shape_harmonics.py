@@ -42,7 +42,12 @@ def test_matches_scipy(degree, seed):
     theta, phi = _angles(400, seed)
     ours = spherical_harmonics(theta, phi, degree)
     ref = _scipy_basis(theta, phi, degree)
-    assert ours.shape == ref.shape == (theta.size, (degree + 1) ** 2)
+    if not hasattr(scipy.special, "sph_harm_y"):
+        # SciPy < 1.15's sph_harm takes sin θ as sqrt(1 − cos²θ): 0 instead of 1e-9 at θ = 1e-9, an absolute
+        # error of ~3e-10 in Y_1^{±1} there. Ours computes sin θ directly; compare away from that case.
+        keep = (np.sin(theta) == 0) | (np.sin(theta) > 1e-6)
+        ours, ref = ours[keep], ref[keep]
+    assert ours.shape == ref.shape and ours.shape[1] == (degree + 1) ** 2
     np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12)
 
 
