@@ -1,8 +1,9 @@
 """Python packages RadTyper needs in Slicer's Python, installed on first use with the user's confirmation.
 
 Call :func:`installPythonRequirements` where the packages are first needed (a Compute button), never at
-import time or in a constructor. On Slicer ≥ 5.12 it is ``slicer.packaging.pip_ensure`` (which skips installs
-under ``--testing``); on older Slicer it asks with a dialog and runs ``slicer.util.pip_install``.
+import time or in a constructor. On Slicer 5.12 it is ``slicer.packaging.pip_ensure`` (which skips installs
+under ``--testing``); on Slicer 5.10 (no ``slicer.packaging``) it asks with a dialog and runs
+``slicer.util.pip_install --only-binary :all:`` (users have no C compiler).
 
 torch never comes from pip: :func:`ensureTorch` asks the PyTorch extension (``PyTorchUtils``) to install the
 build that matches the machine (CUDA or CPU), as SlicerTotalSegmentator and SlicerMONAIAuto3DSeg do.
@@ -44,7 +45,7 @@ def installPythonRequirements(requirementsPath: str, requester: str = "RadTyper"
     """
     try:
         from slicer import packaging
-    except ImportError:  # Slicer < 5.12
+    except ImportError:  # Slicer 5.10
         _installWithPip(requirementsPath, requester)
         return
     packaging.pip_ensure(packaging.load_requirements(requirementsPath), requester=requester)
@@ -72,7 +73,7 @@ def ensurePythonRequirements(requirementsPath: str, requester: str = "RadTyper")
 
 
 def _installWithPip(requirementsPath: str, requester: str) -> None:
-    """Fallback for Slicer without ``slicer.packaging``: confirm, then ``slicer.util.pip_install``."""
+    """Slicer 5.10 (no ``slicer.packaging``): confirm, then ``slicer.util.pip_install`` from wheels only."""
     missing = missingPythonRequirements(requirementsPath)
     if not missing:
         return

@@ -49,8 +49,7 @@ class LesionsWidget(VTKObservationMixin):
         self.refreshTimer.connect("timeout()", self.refresh)
 
         editor = self.ui.segmentEditorWidget
-        if hasattr(editor, "setSourceVolumeNodeSelectorVisible"):
-            editor.setSourceVolumeNodeSelectorVisible(False)
+        editor.setSourceVolumeNodeSelectorVisible(False)
         # As Slicer's Segment Editor module: undo, and the effect list refreshed when an extension registers
         # an effect after this panel was built.
         editor.setMaximumNumberOfUndoStates(10)
@@ -94,12 +93,8 @@ class LesionsWidget(VTKObservationMixin):
         editor = self.ui.segmentEditorWidget
         if p is not None and editor.segmentationNode() != segmentation:
             editor.setSegmentationNode(segmentation)
-        if p is not None:
-            if hasattr(editor, "setSourceVolumeNode"):
-                if editor.sourceVolumeNode() != volume:
-                    editor.setSourceVolumeNode(volume)
-            elif editor.masterVolumeNode() != volume:  # Slicer < 5.2
-                editor.setMasterVolumeNode(volume)
+        if p is not None and editor.sourceVolumeNode() != volume:
+            editor.setSourceVolumeNode(volume)
         self.observeSegmentation(segmentation)
         self.observePoints(points)
         ready = bool(volume and segmentation) and not self.busy

@@ -53,19 +53,22 @@ PY312="$(find_python312)" || {
 }
 log "Python 3.12: $PY312"
 
-for rel in $RELEASES; do
-  pins="$ROOT/Testing/slicer-pins/slicer-$rel.txt"
-  venv="$ROOT/.venv-slicer-$rel"
-  reqs=("$ROOT"/RadTyper/Resources/*Requirements.txt "$ROOT"/RadTyperLesions/Resources/*Requirements.txt)
+build_env() {  # build_env <release>: one environment (the releases are built in parallel)
+  local rel="$1"
+  local pins="$ROOT/Testing/slicer-pins/slicer-$rel.txt"
+  local venv="$ROOT/.venv-slicer-$rel"
+  local reqs=("$ROOT"/RadTyper/Resources/*Requirements.txt "$ROOT"/RadTyperLesions/Resources/*Requirements.txt)
+  local want
   want="$(cat "$pins" "${reqs[@]}" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
   if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$want" ] && "$venv/bin/python" -c 'import numpy' 2>/dev/null; then
     log "$venv up to date"
-    continue
+    return 0
   fi
   log "building $venv (Slicer $rel pins, wheels only; a few minutes)"
   rm -rf "$venv"
-  "$PY312" -m venv "$venv" || { log "cannot create $venv"; continue; }
-  args=(--disable-pip-version-check -q install --only-binary :all: -c "$pins" -r "$pins")
+  "$PY312" -m venv "$venv" || { log "cannot create $venv"; return 0; }
+  local args=(--disable-pip-version-check -q install --only-binary :all: -c "$pins" -r "$pins")
+  local r
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   args+=(pytest)
   if "$venv/bin/python" -m pip "${args[@]}" >"$venv/install.log" 2>&1; then
@@ -75,5 +78,10 @@ for rel in $RELEASES; do
     cp "$venv/install.log" "$venv/install-failed.log"
     log "FAILED to install the requirements from wheels under Slicer $rel pins: $venv/install-failed.log"
   fi
+}
+
+for rel in $RELEASES; do
+  build_env "$rel" &
 done
+wait
 exit 0
