@@ -6,7 +6,8 @@
     Makefiles, and every tracked module file is in the installed tree;
 (c) a Python 3.12 environment per release with Slicer's bundled numpy / SciPy / SimpleITK
     (``Resources/Scripts/slicer_python_envs.sh``, run by the test command) installed the modules' requirements
-    from wheels only, and the core test subset passes in it.
+    from wheels only, and the core test subset passes in it; pyradiomics built with the SuperBuild's own pip
+    command (the extension package's copy) passes RadTyper's pyradiomics tests there.
 
 Everything skips cleanly when the kit (../shared/slicer-reference) is absent.
 """
@@ -255,3 +256,56 @@ def test_shape_features_under_slicer_510_pins_equal_the_development_environment(
     rel = np.abs(x - y) / np.maximum(np.abs(x), 1e-12)
     print(f"max relative difference of the 293 shape features (5.10 pins vs dev): {rel.max():.3g}")
     assert rel.max() < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("release", RELEASES)
+def test_superbuild_pyradiomics_works_under_slicers_bundled_packages(release):
+    """pyradiomics as the extension package ships it (SuperBuild's pip command) works with Slicer's numpy."""
+    python = slicer_env(release)
+    venv = python.parent.parent
+    failed = venv / "extension-packages-failed.log"
+    if failed.is_file():
+        pytest.fail(
+            f"the SuperBuild's packages do not build for Slicer {release}:\n"
+            + failed.read_text(encoding="utf-8", errors="replace")[-3000:]
+        )
+    site = venv / "extension-packages" / "lib" / "python3.12" / "site-packages"
+    if not site.is_dir():
+        pytest.skip(f"{site} not built (Resources/Scripts/slicer_python_envs.sh)")
+    names = {p.name.lower() for p in site.iterdir()}
+    assert "radiomics" in names and "pywt" in names and "docopt.py" in names
+    assert not any(n.startswith(("numpy", "scipy", "simpleitk")) for n in names), "Slicer's packages replaced"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "RadTyper"), str(site)])
+    env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "1")
+    check = subprocess.run(
+        [
+            python,
+            "-c",
+            "import radiomics, numpy, scipy, SimpleITK; print(numpy.__version__, scipy.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert check.returncode == 0, check.stderr[-2000:]
+    assert check.stdout.split() == [PINS[release]["numpy"], PINS[release]["scipy"]]
+    run = subprocess.run(
+        [
+            python,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-x",
+            "Testing/test_pyradiomics_features.py",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    assert run.returncode == 0, f"Slicer {release}:\n{run.stdout[-4000:]}\n{run.stderr[-2000:]}"

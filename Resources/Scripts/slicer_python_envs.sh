@@ -7,7 +7,9 @@
 #   bash Resources/Scripts/slicer_python_envs.sh          # run by Resources/Scripts/test.sh before pytest
 #
 # Environments: <repo>/.venv-slicer-<release> (git-ignored), rebuilt only when the pins, the requirement files
-# or this script change (stamp file). A failed install leaves <venv>/install-failed.log, which the contract
+# or this script change (stamp file). Beside the wheels, <venv>/extension-packages receives what the
+# extension's SuperBuild ships (pyradiomics and its dependencies, built with the SuperBuild's own pip command
+# and package list), rebuilt only when SuperBuild/External_python-pyradiomics.cmake changes. A failed install leaves <venv>/install-failed.log, which the contract
 # test reports as a failure. Python 3.12 (Slicer 5.10 and 5.12 embed 3.12.10) is looked for as: $PYTHON312;
 # `python3.12` on PATH (pyenv: the newest installed 3.12.x); /usr/bin/python3.12; else, as root with apt-get,
 # the Debian/Ubuntu package python3.12 + python3.12-venv is installed. Without any 3.12 the script says so and
@@ -80,8 +82,37 @@ build_env() {  # build_env <release>: one environment (the releases are built in
   fi
 }
 
+build_extension_packages() {  # build_extension_packages <release>: what the SuperBuild puts in the package
+  # The same pip command as SuperBuild/External_python-pyradiomics.cmake (package list read from it):
+  # pyradiomics and its dependencies built for this Python (a C compiler is needed, as on the extension build
+  # machines), --no-deps so Slicer's numpy / SimpleITK stay, into <venv>/extension-packages.
+  local rel="$1"
+  local venv="$ROOT/.venv-slicer-$rel"
+  local cmake="$ROOT/SuperBuild/External_python-pyradiomics.cmake"
+  local prefix="$venv/extension-packages"
+  [ -f "$venv/.stamp" ] || return 0
+  local want
+  want="$(cat "$cmake" "$venv/.stamp" | sha256sum | cut -d' ' -f1)"
+  if [ -f "$prefix/.stamp" ] && [ "$(cat "$prefix/.stamp")" = "$want" ]; then
+    log "$prefix up to date"
+    return 0
+  fi
+  rm -rf "$prefix" "$venv/extension-packages-failed.log"
+  local packages=()
+  mapfile -t packages < <(sed -n '/^set(_packages/,/^  )/p' "$cmake" | grep -oE '"[^"]+"' | tr -d '"')
+  log "building the extension's pyradiomics for Slicer $rel (${packages[*]})"
+  if "$venv/bin/python" -m pip --disable-pip-version-check -q install --no-deps --prefix "$prefix" \
+      "${packages[@]}" >"$venv/extension-packages.log" 2>&1; then
+    echo "$want" > "$prefix/.stamp"
+    log "$prefix ready"
+  else
+    cp "$venv/extension-packages.log" "$venv/extension-packages-failed.log"
+    log "FAILED to build the SuperBuild's packages for Slicer $rel: $venv/extension-packages-failed.log"
+  fi
+}
+
 for rel in $RELEASES; do
-  build_env "$rel" &
+  (build_env "$rel"; build_extension_packages "$rel") &
 done
 wait
 exit 0
