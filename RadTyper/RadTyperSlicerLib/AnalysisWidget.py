@@ -43,6 +43,9 @@ class AnalysisWidget:
         self.parameterNode = parameterNode
         self.lastDisplay = None
         self.lastCorner = None
+        if parameterNode is None:  # scene closing: its subtype is gone from the views too
+            setSubtypeViewText("")
+            self.lastCorner = ""
         self.updateGui()
 
     def updateGui(self, caller=None, event=None) -> None:
