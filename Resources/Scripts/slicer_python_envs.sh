@@ -7,17 +7,22 @@
 #   bash Resources/Scripts/slicer_python_envs.sh          # run by Resources/Scripts/test.sh before pytest
 #
 # Environments: <repo>/.venv-slicer-<release> (git-ignored), rebuilt only when the pins, the requirement files
-# or this script change (stamp file). Beside the wheels, <venv>/extension-packages receives what the
+# or ENV_FORMAT below change (stamp file). Beside the wheels, <venv>/extension-packages receives what the
 # extension's SuperBuild ships (pyradiomics and its dependencies, built with the SuperBuild's own pip command
-# and package list), rebuilt only when SuperBuild/External_python-pyradiomics.cmake changes. A failed install leaves <venv>/install-failed.log, which the contract
-# test reports as a failure. Python 3.12 (Slicer 5.10 and 5.12 embed 3.12.10) is looked for as: $PYTHON312;
-# `python3.12` on PATH (pyenv: the newest installed 3.12.x); /usr/bin/python3.12; else, as root with apt-get,
-# the Debian/Ubuntu package python3.12 + python3.12-venv is installed. Without any 3.12 the script says so and
-# the contract test skips with that reason.
+# and package list; a C compiler is needed, as on the extension build machines), rebuilt only when
+# SuperBuild/External_python-pyradiomics.cmake changes. A failed install leaves <venv>/install-failed.log
+# (or extension-packages-failed.log), which the contract test reports as a failure.
+#
+# Python 3.12 (Slicer 5.10 and 5.12 embed 3.12.10) is looked for as: $PYTHON312; pyenv's newest installed
+# 3.12.x; `python3.12` on PATH; /usr/bin/python3.12; else, as root with apt-get, the Debian/Ubuntu packages
+# python3.12, python3.12-venv and python3.12-dev (headers to build pyradiomics) are installed. Without any
+# 3.12 the script says so and the contract test skips with that reason. The releases build in parallel.
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RELEASES="${RADTYPER_SLICER_RELEASES:-5.10 5.12}"
+#: Bump when the way an environment is built changes (the stamps then no longer match).
+ENV_FORMAT=1
 log() { printf 'slicer-envs: %s\n' "$*" >&2; }
 
 is312() { "$@" -c 'import sys, venv; sys.exit(sys.version_info[:2] != (3, 12))' >/dev/null 2>&1; }
@@ -41,9 +46,9 @@ find_python312() {
   done
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
     log "installing python3.12 and python3.12-venv (apt-get)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3.12 python3.12-venv \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3.12 python3.12-venv python3.12-dev \
       >/dev/null 2>&1 || { apt-get update -qq >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive \
-      apt-get install -y -qq --no-install-recommends python3.12 python3.12-venv >/dev/null 2>&1; }
+      apt-get install -y -qq --no-install-recommends python3.12 python3.12-venv python3.12-dev >/dev/null 2>&1; }
     if is312 /usr/bin/python3.12; then echo /usr/bin/python3.12; return 0; fi
   fi
   return 1
@@ -61,7 +66,7 @@ build_env() {  # build_env <release>: one environment (the releases are built in
   local venv="$ROOT/.venv-slicer-$rel"
   local reqs=("$ROOT"/RadTyper/Resources/*Requirements.txt "$ROOT"/RadTyperLesions/Resources/*Requirements.txt)
   local want
-  want="$(cat "$pins" "${reqs[@]}" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)"
+  want="$( (cat "$pins" "${reqs[@]}"; echo "env-format $ENV_FORMAT") | sha256sum | cut -d' ' -f1)"
   if [ -f "$venv/.stamp" ] && [ "$(cat "$venv/.stamp")" = "$want" ] && "$venv/bin/python" -c 'import numpy' 2>/dev/null; then
     log "$venv up to date"
     return 0
