@@ -64,3 +64,42 @@ def test_slicers_storage_node_reads_the_demo_segmentation(tmp_path):
     segmentation.GetNthSegment(0).GetTag("RadTyper.Site", tag)
     assert str(tag) == patient.lesions[0].site
     assert isinstance(slicer.vtkMRMLSegmentationNode, type)
+
+
+_LESIONS_WITHOUT_PACKAGES = """
+import sys
+for name in ("nrrd", "pandas", "skimage", "sklearn", "matplotlib", "lifelines", "trimesh", "radiomics",
+             "threadpoolctl"):
+    sys.modules[name] = None  # not bundled with Slicer
+import RadTyperMRML as bridge
+from RadTyperMRML.demo_data import load_demo_into_scene
+from RadTyperMRML.lesions_logic import LesionsLogic
+
+scene = bridge.create_scene()
+volume, seg, _par = load_demo_into_scene(scene)
+logic = LesionsLogic()
+rows = logic.lesion_rows(volume, seg)
+lung3 = next(r for r in rows if r.name == "lung_3")
+logic.delete_lesion(seg, lung3.segment_id)
+[outcome] = logic.add_lesions_from_points(volume, seg, [lung3.centre_ras], names=["again"], site="lung")
+parenchyma = logic.compute_parenchyma(volume, seg)
+print(len(rows), outcome.segment_id is not None, parenchyma.GetSegmentation().GetNumberOfSegments())
+"""
+
+
+@pytest.mark.mrml
+def test_lesions_module_works_with_slicers_bundled_packages_only():
+    """Lesion table, one-click segmentation and parenchyma need nothing beyond Slicer's numpy/SciPy/SimpleITK."""
+    pytest.importorskip("slicer")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "RadTyper")}
+    run = subprocess.run(
+        [sys.executable, "-c", _LESIONS_WITHOUT_PACKAGES],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["8", "True", "1"]
+    requirements = (REPO / "RadTyperLesions" / "Resources" / "RadTyperLesionsRequirements.txt").read_text()
+    assert not [line for line in requirements.splitlines() if line.split("#")[0].strip()]

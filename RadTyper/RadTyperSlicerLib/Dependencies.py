@@ -21,19 +21,22 @@ class InstallDeclined(RuntimeError):
     """The user declined the installation of packages."""
 
 
+def requirementLines(requirementsPath: str) -> list[str]:
+    """The requirement lines of a requirements file (comments, blank lines and options dropped)."""
+    with open(requirementsPath, encoding="utf-8") as f:
+        lines = (raw.split("#", 1)[0].strip() for raw in f)
+        return [line for line in lines if line and not line.startswith("-")]
+
+
 def missingPythonRequirements(requirementsPath: str) -> list[str]:
     """Requirement lines of ``requirementsPath`` whose distribution is not installed (no version check)."""
     missing = []
-    with open(requirementsPath, encoding="utf-8") as f:
-        for raw in f:
-            line = raw.split("#", 1)[0].strip()
-            if not line or line.startswith("-"):
-                continue
-            name = re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]
-            try:
-                importlib.metadata.version(name)
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(line)
+    for line in requirementLines(requirementsPath):
+        name = re.split(r"[\s<>=!~;\[@]", line, maxsplit=1)[0]
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(line)
     return missing
 
 
@@ -65,6 +68,8 @@ def ensurePythonRequirements(requirementsPath: str, requester: str = "RadTyper")
     from .GuiHelpers import reportErrors
 
     key = str(requirementsPath)
+    if key not in _satisfied and not requirementLines(key):  # nothing beyond Slicer's own packages
+        _satisfied.add(key)
     if key not in _satisfied:
         with reportErrors(_("RadTyper needs Python packages that could not be installed.")):
             installPythonRequirements(key, requester=requester)
