@@ -15,7 +15,13 @@ import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.parameterNodeWrapper import (
+    Choice,
+    GuiConnector,
+    WithinRange,
+    parameterNodeGuiConnector,
+    parameterNodeWrapper,
+)
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
     ScriptedLoadableModuleLogic,
@@ -57,6 +63,8 @@ the four published subtype profiles): it is <b>not the paper's trained model</b>
 use</b>; train your own with <i>radtyper discover</i>.</p>
 <p>Try it on the <i>RadTyper demo patient</i> of the Sample Data module. The first <b>Compute</b> offers to
 install the Python packages RadTyper needs.</p>
+<p>Requires 3D Slicer 5.10 or 5.12 (or the Preview release). Radiomics features need the pyradiomics
+package built into the Extensions Manager package; everything else works without it.</p>
 See the <a href="https://github.com/radtyper/SlicerRadTyper">project page</a>.
 """)
         self.parent.acknowledgementText = _("""
@@ -72,6 +80,52 @@ def registerSampleData():
     from RadTyperSlicerLib.DemoData import registerSampleData as register
 
     register()
+
+
+#
+# Optional file and folder paths
+#
+
+
+@parameterNodeGuiConnector
+class RadTyperPathLineEditToStrConnector(GuiConnector):
+    """Binds a ``ctkPathLineEdit`` to a ``str`` parameter: an unset path is "" and shows as an empty field.
+
+    Slicer's own connector binds ``pathlib.Path``, whose unset value ``Path("")`` is ``Path(".")`` and shows
+    as "." in the field. The RadTyper Lesions module (which depends on this module, so loads after it) uses
+    this connector too.
+    """
+
+    @staticmethod
+    def canRepresent(widget, datatype) -> bool:
+        return datatype is str and type(widget).__name__ == "ctkPathLineEdit"
+
+    @staticmethod
+    def create(widget, datatype):
+        if RadTyperPathLineEditToStrConnector.canRepresent(widget, datatype):
+            return RadTyperPathLineEditToStrConnector(widget)
+        return None
+
+    def __init__(self, widget) -> None:
+        super().__init__()
+        self._widget = widget
+
+    def _connect(self):
+        self._widget.currentPathChanged.connect(self.changed)
+
+    def _disconnect(self):
+        self._widget.currentPathChanged.disconnect(self.changed)
+
+    def widget(self):
+        return self._widget
+
+    def read(self) -> str:
+        return str(self._widget.currentPath or "")
+
+    def write(self, value) -> None:
+        text = "" if value is None or str(value) in ("", ".") else str(value)
+        if self._widget.currentPath != text:
+            self._widget.currentPath = text
 
 
 #
@@ -93,12 +147,12 @@ class RadTyperParameterNode:
     computeRadiomics - Add the pyradiomics features.
     keepGoing - A lesion that fails gets an empty row instead of stopping the analysis.
     runInBackground - Compute in a background process (the GUI stays responsive).
-    iithReference - Optional iith_reference.json of a cohort (HI per lesion).
+    iithReference - Optional iith_reference.json of a cohort (HI per lesion); "" = none.
     lesionTable, patientTable - The result tables (filled by Compute).
     reconstructionDegree - Degree of the SPHARM reconstructions shown.
     showReconstruction, showSliceOutlines, showOriginalSurface - What the views show of the lesions.
     showShellTC, showShellTIM, showShellPM5, showShellPM10 - Margin shells shown.
-    subtypeBundle - Folder of the subtype model bundle.
+    subtypeBundle - Folder of the subtype model bundle ("" = none).
     showSubtypeInViews - Write the predicted subtype in the slice views.
     """
 
@@ -111,7 +165,7 @@ class RadTyperParameterNode:
     computeRadiomics: bool = True
     keepGoing: bool = True
     runInBackground: bool = True
-    iithReference: pathlib.Path
+    iithReference: str = ""
     lesionTable: vtkMRMLTableNode
     patientTable: vtkMRMLTableNode
     reconstructionDegree: Annotated[int, WithinRange(1, 15)] = 15
@@ -122,7 +176,7 @@ class RadTyperParameterNode:
     showShellTIM: bool = True
     showShellPM5: bool = False
     showShellPM10: bool = False
-    subtypeBundle: pathlib.Path
+    subtypeBundle: str = ""
     showSubtypeInViews: bool = True
 
 
@@ -244,7 +298,7 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
         if optional_path(parameters.subtypeBundle) is None:
             bundle = self.analysis.default_bundle_path()
             if bundle is not None:
-                parameters.subtypeBundle = bundle
+                parameters.subtypeBundle = str(bundle)
 
     @staticmethod
     def featureSettings(parameters):
@@ -285,16 +339,16 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             python=python,
         )
 
-    def loadJob(self, parameters, resultDir):
-        """Show the results of a finished background analysis."""
-        outputs = self.analysis.load_results(
-            resultDir,
-            parameters.inputVolume,
-            parameters.inputSegmentation,
-            iith_reference=parameters.iithReference,
-            degree=parameters.reconstructionDegree,
-        )
-        return self._adopt(parameters, outputs)
+    def loadJob(self, parameters, job):
+        """Show a finished background analysis on the volume and segmentation it was started on.
+
+        The parameter node's result tables are set only when that segmentation is still the selected one.
+        """
+        outputs = job.load(iith_reference=parameters.iithReference, degree=parameters.reconstructionDegree)
+        _volume, segmentation = job.nodes
+        if parameters.inputSegmentation is segmentation:
+            return self._adopt(parameters, outputs)
+        return outputs
 
     def _adopt(self, parameters, outputs):
         parameters.lesionTable = outputs.lesion_table
@@ -355,22 +409,24 @@ class RadTyperTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_RadTyperBadInput()
 
-    def _requirePackages(self) -> None:
-        import importlib.util
+    def _installRequirements(self) -> None:
+        """Install the module's requirements (from wheels) when missing: the test runs, never skips."""
+        from RadTyperSlicerLib.Dependencies import installForTesting
 
-        for name in ("pandas", "skimage", "nrrd"):
-            if importlib.util.find_spec(name) is None:
-                self.skipTest(
-                    f"{name} is not installed (install RadTyper's Resources/requirements.txt first)"
-                )
+        installForTesting(self.resourcePath("RadTyperRequirements.txt"))
+
+    def resourcePath(self, filename: str) -> str:
+        import os
+
+        return os.path.join(os.path.dirname(__file__), "Resources", filename)
 
     def test_RadTyperAnalysis(self):
         """Demo patient → features of 3 lesions → tables, reconstructions (degree slider), shells, subtype."""
         import numpy as np
 
-        self._requirePackages()
+        self._installRequirements()
         from RadTyperSlicerLib.DemoData import loadDemoPatient
-        from RadTyperSlicerLib.GuiHelpers import sliceCornerText
+        from RadTyperSlicerLib.GuiHelpers import subtypeViewText
 
         self.delayDisplay("Loading the demo patient")
         volumeNode, segmentationNode, parenchymaNode = loadDemoPatient()
@@ -426,22 +482,22 @@ class RadTyperTest(ScriptedLoadableModuleTest):
         self.assertTrue(all(outputs.shells.GetDisplayNode().GetSegmentVisibility(s) for s in pm10))
 
         self.delayDisplay("Subtype")
-        if logic.analysis.default_bundle_path() is None:
-            self.delayDisplay("No subtype model is shipped with this version: subtype display not tested")
-        else:
-            parameters.subtypeBundle = logic.analysis.default_bundle_path()
-            widget.panel.predictSubtype(quiet=False)
-            shown = logic.analysis.shown_subtype(segmentationNode)
-            self.assertIsNotNone(shown)
-            self.assertAlmostEqual(sum(shown.probabilities.values()), 1.0, places=3)
-            self.assertEqual(widget.ui.subtypeLabel.text, shown.subtype)
-            if slicer.app.layoutManager() is not None:
-                self.assertEqual(sliceCornerText("Red"), shown.annotation)
+        self.assertIsNotNone(
+            logic.analysis.default_bundle_path(), "the default subtype model is not installed"
+        )
+        parameters.subtypeBundle = str(logic.analysis.default_bundle_path())
+        widget.panel.predictSubtype(quiet=False)
+        shown = logic.analysis.shown_subtype(segmentationNode)
+        self.assertIsNotNone(shown)
+        self.assertAlmostEqual(sum(shown.probabilities.values()), 1.0, places=3)
+        self.assertEqual(widget.ui.subtypeLabel.text, shown.subtype)
+        if slicer.app.layoutManager() is not None:
+            self.assertEqual(subtypeViewText("Red"), shown.annotation)
         self.delayDisplay("Test passed")
 
     def test_RadTyperBadInput(self):
         """No volume, an empty segmentation: clear RadTyper errors, not crashes."""
-        self._requirePackages()
+        self._installRequirements()
         from RadTyperLib.errors import InputError
 
         logic = RadTyperLogic()

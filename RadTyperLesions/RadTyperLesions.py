@@ -7,7 +7,6 @@ with plain pytest) and the numerics (seeded segmentation, parenchyma, QC) in ``R
 imported inside the functions that use them, never at module scope.
 """
 
-import pathlib
 from typing import Annotated
 
 import slicer
@@ -58,6 +57,7 @@ training-free method; <b>Segment all marked lesions</b> does it for every point.
 never changed.</p>
 <p><b>Draw and edit</b>: the Segment Editor with all of Slicer's effects. <b>Parenchyma</b>: compute the
 tissue around the lesions used by the margin shells, or pick a segmentation.</p>
+<p>Requires 3D Slicer 5.10 or 5.12 (or the Preview release). The U-Net needs the PyTorch extension.</p>
 See the <a href="https://github.com/radtyper/SlicerRadTyper">project page</a>.
 """)
         self.parent.acknowledgementText = _("""
@@ -82,7 +82,8 @@ class RadTyperLesionsParameterNode:
     modality - auto, CT, MR or PET (one-click segmentation, parenchyma).
     seedPoints - Points placed on lesions for the one-click segmentation.
     segmentationMethod - classical (training-free) or unet (the U-Net model below) for marked points.
-    unetModel - Folder of a U-Net model trained with 'radtyper seg train' (for unet and "Auto-segment all").
+    unetModel - Folder of a U-Net model trained with 'radtyper seg train' (for unet and "Auto-segment all");
+        "" = none (bound by RadTyper's ctkPathLineEdit-to-str connector, registered by the RadTyper module).
     segmentOnPlace - Segment each point as soon as it is placed.
     parenchymaSegmentation - Organ tissue around the lesions for the margin shells.
     segmentEditorNode - State of the embedded Segment Editor (internal, not shown).
@@ -93,7 +94,7 @@ class RadTyperLesionsParameterNode:
     modality: Annotated[str, Choice(["auto", "CT", "MR", "PET"])] = "auto"
     seedPoints: vtkMRMLMarkupsFiducialNode
     segmentationMethod: Annotated[str, Choice(["classical", "unet"])] = "classical"
-    unetModel: pathlib.Path
+    unetModel: str = ""
     segmentOnPlace: bool = True
     parenchymaSegmentation: vtkMRMLSegmentationNode
     segmentEditorNode: vtkMRMLSegmentEditorNode
@@ -123,9 +124,13 @@ class RadTyperLesionsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget = slicer.util.loadUI(self.resourcePath("UI/RadTyperLesions.ui"))
         self.layout.addWidget(uiWidget)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
-
         self.logic = RadTyperLesionsLogic()
+        # As Slicer's Segment Editor module: the editor gets its segment editor node before the scene, so that
+        # the selections it makes when the scene is set are stored in that node.
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(
+            self.logic.segmentEditorNode(self.logic.getParameterNode())
+        )
+        uiWidget.setMRMLScene(slicer.mrmlScene)
         self.panel = LesionsWidget(self.ui, self.logic, self.resourcePath)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -154,7 +159,7 @@ class RadTyperLesionsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneStartClose(self, caller, event) -> None:
         """Called just before the scene is closed."""
         self.setParameterNode(None)
-        self.panel.fillTable([])
+        self.panel.sceneStartClose()
 
     def onSceneEndClose(self, caller, event) -> None:
         """Called just after the scene is closed."""
@@ -213,6 +218,15 @@ class RadTyperLesionsLogic(ScriptedLoadableModuleLogic):
             parameters.inputSegmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
         if parameters.inputSegmentation and not parameters.parenchymaSegmentation:
             parameters.parenchymaSegmentation = self.lesions.parenchyma_of(parameters.inputSegmentation)
+
+    @staticmethod
+    def segmentEditorNode(parameters):
+        """The segment editor node of the embedded editor (created in the scene on first use)."""
+        if parameters.segmentEditorNode is None:
+            parameters.segmentEditorNode = slicer.mrmlScene.AddNewNodeByClass(
+                "vtkMRMLSegmentEditorNode", "RadTyperLesions segment editor"
+            )
+        return parameters.segmentEditorNode
 
     def lesionRows(self, parameters) -> list:
         """The lesion table rows (``RadTyperMRML.lesions_logic.LesionRow``)."""
@@ -280,14 +294,14 @@ class RadTyperLesionsTest(ScriptedLoadableModuleTest):
         self.test_RadTyperLesionsOneClick()
 
     def _demo(self):
-        import importlib.util
+        """The demo patient, after installing the module's requirements (from wheels) when missing."""
+        import os
 
-        for name in ("pandas", "skimage", "nrrd"):
-            if importlib.util.find_spec(name) is None:
-                self.skipTest(
-                    f"{name} is not installed (install RadTyper's Resources/requirements.txt first)"
-                )
         from RadTyperSlicerLib.DemoData import loadDemoPatient
+        from RadTyperSlicerLib.Dependencies import installForTesting
+
+        here = os.path.dirname(__file__)
+        installForTesting(os.path.join(here, "Resources", "RadTyperLesionsRequirements.txt"))
 
         return loadDemoPatient()
 
@@ -338,8 +352,7 @@ class RadTyperLesionsTest(ScriptedLoadableModuleTest):
 
         volumeNode, segmentationNode, _parenchyma = self._demo()
         logic = RadTyperLesionsLogic()
-        if not logic.lesions.seeded_available():
-            self.skipTest("one-click segmentation is not available in this RadTyper version")
+        self.assertTrue(logic.lesions.seeded_available(), "one-click segmentation is missing")
         parameters = logic.getParameterNode()
         parameters.inputVolume = volumeNode
         parameters.inputSegmentation = segmentationNode

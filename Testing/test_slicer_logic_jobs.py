@@ -220,3 +220,111 @@ def test_a_failing_child_reports_its_error(tmp_path):
     assert job.returncode == 2
     assert "missing.nrrd: file not found" in job.error
     assert not (tmp_path / "out").exists()
+
+
+# A launcher like Slicer's PythonSlicer: it starts the real Python as its own child and waits for it.
+_LAUNCHER = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import time; print('[  1.0 %] working', flush=True); time.sleep(300)"])
+open(sys.argv[1], "w").write(str(child.pid))
+sys.exit(child.wait())
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups (Windows uses taskkill /T)")
+def test_cancel_kills_the_whole_process_tree(tmp_path):
+    """Cancel must not leave the launcher's child (the process doing the work) running."""
+    pid_file = tmp_path / "grandchild.pid"
+    job = BackgroundJob(
+        [sys.executable, "-c", _LAUNCHER, str(pid_file)], tmp_path / "out", work_dir=tmp_path / "work"
+    ).start()
+    deadline = time.monotonic() + 60
+    while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    while job.poll() == "running" and job.fraction == 0.0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    assert job.fraction == pytest.approx(0.01)  # the grandchild's output reaches the job
+    assert _alive(job.pid) and _alive(grandchild)
+    job.cancel()
+    assert job.state == "cancelled"
+    deadline = time.monotonic() + 10
+    while _alive(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(job.pid)
+    assert not _alive(grandchild), "the launcher's child survived Cancel"
+
+
+def test_process_options_isolate_the_child_and_hide_the_console(monkeypatch):
+    from RadTyperLib import jobs
+
+    assert jobs.process_group_options() == {"start_new_session": True} or sys.platform == "win32"
+    monkeypatch.setattr(jobs.sys, "platform", "win32")
+    flags = jobs.process_group_options()["creationflags"]
+    assert flags & 0x08000000  # CREATE_NO_WINDOW: no console window in Slicer on Windows
+    assert flags & 0x00000200  # CREATE_NEW_PROCESS_GROUP
+
+
+# --- a job bound to its nodes (what the Slicer module polls) ----------------------------------------------
+def _scene_with(patient, names=("lesions",)):
+    import RadTyperMRML as bridge
+
+    scene = bridge.create_scene()
+    volume = bridge.sitk_to_volume(patient.image, scene, "CT")
+    segs = [
+        bridge.labels_to_segmentation(
+            patient.labels, patient.lesions, scene, name, reference_volume_node=volume
+        )
+        for name in names
+    ]
+    return scene, volume, segs
+
+
+def test_job_results_go_onto_the_nodes_it_was_started_on(patient):
+    pytest.importorskip("slicer")
+    from RadTyperMRML.analysis_logic import SOURCE_REFERENCE, AnalysisLogic
+
+    scene, volume, (started_on, selected_later) = _scene_with(patient, ("first", "second"))
+    logic = AnalysisLogic()
+    job = logic.start_job(volume, started_on, settings=SETTINGS, lesions=["lung_1"], python=sys.executable)
+    # the user selects another segmentation while the job runs: the GUI calls job.load() without nodes
+    assert job.wait(timeout=240) == "finished", "\n".join(job.log)
+    outputs = job.load()
+    job.cleanup()
+    assert outputs.lesion_table.GetNodeReferenceID(SOURCE_REFERENCE) == started_on.GetID()
+    assert logic.output_node("lesion_table", started_on) is outputs.lesion_table
+    assert logic.output_node("lesion_table", selected_later) is None
+    assert scene.GetNodeByID(outputs.lesion_table.GetID()) is not None
+
+
+def test_job_whose_nodes_left_the_scene_is_discarded(patient):
+    pytest.importorskip("slicer")
+    from RadTyperMRML.analysis_logic import AnalysisLogic
+
+    scene, volume, (seg,) = _scene_with(patient)
+    logic = AnalysisLogic()
+    job = logic.start_job(volume, seg, settings=SETTINGS, lesions=["lung_1"], python=sys.executable)
+    assert job.wait(timeout=240) == "finished", "\n".join(job.log)
+    scene.RemoveNode(seg)
+    with pytest.raises(InputError, match="no longer in the scene"):
+        job.load()
+    job.cleanup()
+    assert logic.output_node("lesion_table", volume) is None
+
+
+def test_closing_the_scene_cancels_the_job(patient):
+    pytest.importorskip("slicer")
+    from RadTyperMRML.analysis_logic import AnalysisLogic
+
+    scene, volume, (seg,) = _scene_with(patient)
+    job = AnalysisLogic().start_job(volume, seg, settings=SETTINGS, python=sys.executable)  # 8 lesions
+    deadline = time.monotonic() + 120
+    while job.poll() == "running" and not job.log and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.state == "running", "\n".join(job.log)
+    pid, work = job.pid, job.work_dir
+    scene.Clear(0)  # File > Close Scene
+    assert job.closed_by_scene and job.state == "cancelled"
+    assert not _alive(pid) and not work.exists()
+    with pytest.raises(InputError, match="did not finish"):
+        job.load()

@@ -4,7 +4,7 @@ The Slicer module runs an analysis without freezing its GUI as SlicerMONAIAuto3D
 inputs to a temporary folder (:func:`write_inputs`), starts ``python -m RadTyperLib.jobs`` in a child process
 (:class:`BackgroundJob`, command from :func:`analysis_command`), reads the child's progress lines (the
 ``radtyper features`` format, ``[ 12.5 %] lesion 'x' (1/8)``, see :func:`parse_progress`) and loads the
-result folder when the child ends. Cancel kills the child; a result folder exists only when the whole
+result folder when the child ends. Cancel kills the child and everything it started; a result folder exists only when the whole
 analysis succeeded (it is staged beside the target and renamed into place).
 
 :func:`run_analysis` is the one code path: the child process calls it, and tests or batch code call it
@@ -393,6 +393,53 @@ def _library_root() -> Path:
 
 
 # --- the background process -------------------------------------------------------------------------------
+def process_group_options() -> dict[str, Any]:
+    """``subprocess.Popen`` options that put the child in its own process group (no console on Windows).
+
+    In Slicer the command starts ``PythonSlicer``, a launcher that sets up the environment and runs the real
+    Python (``python-real``) as *its* child: killing the launcher alone leaves the analysis running (as
+    SlicerMONAIAuto3DSeg found). With its own group (POSIX: a new session; Windows: a new process group) the
+    whole tree can be killed by :func:`kill_process_tree`; ``CREATE_NO_WINDOW`` keeps a console window from
+    popping up on Windows.
+    """
+    if sys.platform == "win32":
+        flags = getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000)
+        flags |= getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0x00000200)
+        return {"creationflags": flags}
+    return {"start_new_session": True}
+
+
+def kill_process_tree(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Kill ``process`` (started with :func:`process_group_options`) and all its descendants; wait for it.
+
+    POSIX: SIGKILL to the child's process group, which still reaches the grandchildren when the launcher has
+    already exited. Windows: ``taskkill /T /F`` (the whole tree), then ``kill()`` as a fallback.
+    """
+    if sys.platform == "win32":
+        if process.poll() is None:
+            subprocess.run(
+                ["taskkill", "/F", "/T", "/PID", str(process.pid)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0x08000000),
+                check=False,
+            )
+            if process.poll() is None:
+                process.kill()
+    else:
+        import signal
+
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # the group id is the child's pid (new session)
+        except (ProcessLookupError, PermissionError):
+            if process.poll() is None:
+                process.kill()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
+        pass
+
+
 class BackgroundJob:
     """A child process running an analysis, polled from a GUI timer (no thread touches the caller's state).
 
@@ -444,6 +491,7 @@ class BackgroundJob:
             encoding="utf-8",
             errors="replace",
             bufsize=1,
+            **process_group_options(),
         )
         self.state = "running"
         self._reader = threading.Thread(target=self._read, args=(self._process,), daemon=True)
@@ -508,10 +556,9 @@ class BackgroundJob:
         return self.state
 
     def cancel(self) -> None:
-        """Kill the process (if running), wait for it, and remove the work folder."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait()
+        """Kill the process and every process it started, wait for it, and remove the work folder."""
+        if self._process is not None:
+            kill_process_tree(self._process)
         if self._process is not None:
             self.returncode = self._process.returncode
         if self.state in ("created", "running"):

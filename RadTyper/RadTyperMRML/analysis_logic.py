@@ -299,8 +299,9 @@ class AnalysisLogic:
     ) -> Any:
         """Write the inputs to a temporary folder and start the analysis in a background process.
 
-        Returns a :class:`RadTyperLib.jobs.BackgroundJob`: poll it, then pass ``job.result_dir`` to
-        :meth:`load_results` and call ``job.cleanup()``; ``job.cancel()`` stops it.
+        Returns an :class:`AnalysisJob` bound to ``volume_node`` and ``segmentation_node``: poll it, then
+        ``job.load()`` shows the results on *those* nodes (whatever is selected by then) and
+        ``job.cleanup()``; ``job.cancel()`` stops it, and closing the scene cancels it.
         """
         from RadTyperLib.jobs import start_analysis_job
 
@@ -312,7 +313,8 @@ class AnalysisLogic:
             phase_nodes=phase_nodes,
             image_phase=image_phase,
         )
-        return start_analysis_job(patient, settings, lesions=lesions, keep_going=keep_going, python=python)
+        job = start_analysis_job(patient, settings, lesions=lesions, keep_going=keep_going, python=python)
+        return AnalysisJob(self, job, volume_node, segmentation_node)
 
     # --- loading results into the scene -------------------------------------------------------------------
     def load_results(
@@ -947,3 +949,76 @@ class AnalysisLogic:
         with atomic_path(p) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.10g")
         return p
+
+
+class AnalysisJob:
+    """A background analysis (:class:`RadTyperLib.jobs.BackgroundJob`) bound to the nodes it was started on.
+
+    The GUI polls it like the plain job (``poll()``, ``fraction``, ``message``, ``state``, ``log``, ``error``,
+    ``cancel()``, ``cleanup()`` are the job's). :meth:`load` writes the results onto the volume and lesion
+    segmentation the analysis was *started* on, never onto whatever the user selected meanwhile. The job
+    observes the scene: closing it (``StartCloseEvent``) cancels the job and kills its process tree.
+    """
+
+    def __init__(self, logic: AnalysisLogic, job: Any, volume_node: Any, segmentation_node: Any) -> None:
+        self.logic = logic
+        self.job = job
+        self.scene = segmentation_node.GetScene()
+        self.volume_id = volume_node.GetID()
+        self.segmentation_id = segmentation_node.GetID()
+        self.closed_by_scene = False
+        self._observer: int | None = None
+        if self.scene is not None:
+            self._observer = self.scene.AddObserver(self.scene.StartCloseEvent, self._on_scene_close)
+
+    def __getattr__(self, name: str) -> Any:
+        # poll, fraction, message, state, log, error, pid, result_dir, work_dir, returncode, cleanup, wait
+        job = self.__dict__.get("job")
+        if job is None or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(job, name)
+
+    @property
+    def nodes(self) -> tuple[Any, Any]:
+        """(volume, lesion segmentation) the job was started on; None for one that left the scene."""
+        if self.scene is None:
+            return None, None
+        return self.scene.GetNodeByID(self.volume_id), self.scene.GetNodeByID(self.segmentation_id)
+
+    def _on_scene_close(self, caller: Any = None, event: Any = None) -> None:
+        if "job" not in self.__dict__:  # called while Python tears the object down
+            return
+        self.closed_by_scene = True
+        self.cancel()
+
+    def detach(self) -> None:
+        """Stop observing the scene."""
+        if self._observer is not None and self.scene is not None:
+            self.scene.RemoveObserver(self._observer)
+        self._observer = None
+
+    def cancel(self) -> None:
+        """Kill the analysis (process tree) and remove its files."""
+        self.detach()
+        self.job.cancel()
+
+    def load(
+        self, *, iith_reference: str | os.PathLike[str] | None = None, degree: int | None = None
+    ) -> AnalysisOutputs:
+        """Show the finished analysis on the nodes it was started on (:meth:`AnalysisLogic.load_results`).
+
+        Raises:
+            InputError: the job did not finish, or its volume / segmentation was removed from the scene.
+        """
+        self.detach()
+        if self.job.state != "finished":
+            raise InputError(f"The analysis did not finish (state: {self.job.state})")
+        volume, segmentation = self.nodes
+        if volume is None or segmentation is None:
+            raise InputError(
+                "The volume or lesion segmentation this analysis was started on is no longer in the scene: "
+                "its results were discarded"
+            )
+        return self.logic.load_results(
+            self.job.result_dir, volume, segmentation, iith_reference=iith_reference, degree=degree
+        )

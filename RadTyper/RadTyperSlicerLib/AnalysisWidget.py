@@ -9,7 +9,7 @@ import logging
 import slicer
 from slicer.i18n import tr as _
 
-from .GuiHelpers import askCsvPath, reportErrors, setSliceCornerText, showPlot, showTables
+from .GuiHelpers import askCsvPath, reportErrors, setSubtypeViewText, showPlot, showTables
 
 SHELLS = ("TC", "TIM", "PM5", "PM10")
 
@@ -43,6 +43,9 @@ class AnalysisWidget:
         self.parameterNode = parameterNode
         self.lastDisplay = None
         self.lastCorner = None
+        if parameterNode is None:  # scene closing: its subtype is gone from the views too
+            setSubtypeViewText("")
+            self.lastCorner = ""
         self.updateGui()
 
     def updateGui(self, caller=None, event=None) -> None:
@@ -108,13 +111,13 @@ class AnalysisWidget:
         corner = corner if p.showSubtypeInViews else ""
         if corner != self.lastCorner:
             self.lastCorner = corner
-            setSliceCornerText(corner)
+            setSubtypeViewText(corner)
 
     # --- compute ------------------------------------------------------------------------------------------
     def ensureRequirements(self) -> bool:
         from .Dependencies import ensurePythonRequirements
 
-        return ensurePythonRequirements(self.resourcePath("requirements.txt"))
+        return ensurePythonRequirements(self.resourcePath("RadTyperRequirements.txt"))
 
     def setBusy(self, busy: bool) -> None:
         self.busy = busy
@@ -135,6 +138,15 @@ class AnalysisWidget:
         if self.busy or not self.ensureRequirements():
             return
         p = self.parameterNode
+        if p.computeRadiomics:
+            from .Dependencies import ensureRadiomics
+
+            ok = False
+            with reportErrors(_("Radiomics features are not available."), statusLabel=self.ui.statusLabel):
+                ensureRadiomics()
+                ok = True
+            if not ok:
+                return
         self.cancelRequested = False
         self.ui.statusLabel.text = _("Starting…")
         if p.runInBackground:
@@ -178,7 +190,8 @@ class AnalysisWidget:
         self.poller = None
         try:
             with reportErrors(_("Failed to load the results."), statusLabel=self.ui.statusLabel):
-                outputs = self.logic.loadJob(self.parameterNode, job.result_dir)
+                # onto the nodes the job was started on, whatever is selected now
+                outputs = self.logic.loadJob(self.parameterNode, job)
                 self.showOutputs(outputs)
         finally:
             self.setBusy(False)
@@ -186,6 +199,9 @@ class AnalysisWidget:
     def onJobFailed(self, job) -> None:
         self.poller = None
         self.setBusy(False)
+        if job.state == "cancelled":  # Cancel, or the scene was closed
+            self.ui.statusLabel.text = _("Cancelled.")
+            return
         logging.error("RadTyper analysis process output:\n" + "\n".join(job.log))
         message = job.error or _("The analysis process failed.")
         self.ui.statusLabel.text = message
@@ -259,4 +275,4 @@ class AnalysisWidget:
         if self.poller is not None and self.poller.running:
             self.poller.cancel()
         self.poller = None
-        setSliceCornerText("")
+        setSubtypeViewText("")

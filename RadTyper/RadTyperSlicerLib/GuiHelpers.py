@@ -6,7 +6,6 @@ import traceback
 
 import qt
 import slicer
-import vtk
 from slicer.i18n import tr as _
 
 
@@ -77,27 +76,39 @@ def showPlot(chartNode) -> None:
     slicer.app.applicationLogic().PropagatePlotChartSelection()
 
 
-def setSliceCornerText(text: str) -> int:
-    """Write ``text`` in the upper-right corner of every slice view ("" clears it); return the view count."""
+def _sliceRenderer(layoutManager, name):
+    view = layoutManager.sliceWidget(name).sliceView()
+    return view, view.renderWindow().GetRenderers().GetItemAsObject(0)
+
+
+def setSubtypeViewText(text: str) -> int:
+    """Show ``text`` at the top of every slice view ("" clears it); return the view count.
+
+    Drawn by RadTyper's own text actor (``RadTyperMRML.view_annotation``), not the corner annotation that
+    DataProbe rewrites at every slice change.
+    """
+    from RadTyperMRML.view_annotation import set_view_text
+
     layoutManager = slicer.app.layoutManager()
     if layoutManager is None:
         return 0
     names = layoutManager.sliceViewNames()
     for name in names:
-        view = layoutManager.sliceWidget(name).sliceView()
-        view.cornerAnnotation().SetText(vtk.vtkCornerAnnotation.UpperRight, text)
-        view.cornerAnnotation().GetTextProperty().SetColor(1.0, 0.85, 0.2)
-        view.forceRender()
+        view, renderer = _sliceRenderer(layoutManager, name)
+        set_view_text(renderer, text)
+        view.scheduleRender()
     return len(names)
 
 
-def sliceCornerText(viewName: str = "Red") -> str:
-    """The upper-right corner text of a slice view ("" when there is no such view)."""
+def subtypeViewText(viewName: str = "Red") -> str:
+    """The RadTyper text shown in a slice view ("" when there is no such view or text)."""
+    from RadTyperMRML.view_annotation import view_text
+
     layoutManager = slicer.app.layoutManager()
     widget = layoutManager.sliceWidget(viewName) if layoutManager is not None else None
     if widget is None:
         return ""
-    return widget.sliceView().cornerAnnotation().GetText(vtk.vtkCornerAnnotation.UpperRight) or ""
+    return view_text(_sliceRenderer(layoutManager, viewName)[1])
 
 
 def askCsvPath(defaultName: str) -> str:

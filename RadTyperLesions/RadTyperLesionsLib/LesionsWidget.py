@@ -49,8 +49,18 @@ class LesionsWidget(VTKObservationMixin):
         self.refreshTimer.connect("timeout()", self.refresh)
 
         editor = self.ui.segmentEditorWidget
-        if hasattr(editor, "setSourceVolumeNodeSelectorVisible"):
-            editor.setSourceVolumeNodeSelectorVisible(False)
+        editor.setSourceVolumeNodeSelectorVisible(False)
+        # As Slicer's Segment Editor module: undo, and the effect list refreshed when an extension registers
+        # an effect after this panel was built.
+        editor.setMaximumNumberOfUndoStates(10)
+        self.effectFactory = None
+        try:
+            import qSlicerSegmentationsEditorEffectsPythonQt as effects
+        except ImportError:  # Segmentations module disabled
+            effects = None
+        if effects is not None:
+            self.effectFactory = effects.qSlicerSegmentEditorEffectFactory().instance()
+            self.effectFactory.connect("effectRegistered(QString)", self.onEffectRegistered)
 
         self.ui.refreshButton.connect("clicked(bool)", self.refresh)
         self.ui.lesionTableWidget.connect("itemSelectionChanged()", self.onLesionSelectionChanged)
@@ -63,15 +73,15 @@ class LesionsWidget(VTKObservationMixin):
         self.ui.autoSegmentAllButton.connect("clicked(bool)", self.onAutoSegmentAll)
         self.ui.autoSegmentCancelButton.connect("clicked(bool)", self.onAutoSegmentCancel)
 
+    def onEffectRegistered(self, name=None) -> None:
+        self.ui.segmentEditorWidget.updateEffectList()
+
     # --- parameter node -----------------------------------------------------------------------------------
     def setParameterNode(self, parameterNode) -> None:
         self.parameterNode = parameterNode
-        if parameterNode is not None and parameterNode.segmentEditorNode is None:
-            parameterNode.segmentEditorNode = slicer.mrmlScene.AddNewNodeByClass(
-                "vtkMRMLSegmentEditorNode", "RadTyperLesions segment editor"
-            )
         if parameterNode is not None:
-            self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(parameterNode.segmentEditorNode)
+            # the editor node is set before anything else (Slicer's Segment Editor sets it before the scene)
+            self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode(parameterNode))
         self.updateGui()
 
     def updateGui(self, caller=None, event=None) -> None:
@@ -83,12 +93,8 @@ class LesionsWidget(VTKObservationMixin):
         editor = self.ui.segmentEditorWidget
         if p is not None and editor.segmentationNode() != segmentation:
             editor.setSegmentationNode(segmentation)
-        if p is not None:
-            if hasattr(editor, "setSourceVolumeNode"):
-                if editor.sourceVolumeNode() != volume:
-                    editor.setSourceVolumeNode(volume)
-            elif editor.masterVolumeNode() != volume:  # Slicer < 5.2
-                editor.setMasterVolumeNode(volume)
+        if p is not None and editor.sourceVolumeNode() != volume:
+            editor.setSourceVolumeNode(volume)
         self.observeSegmentation(segmentation)
         self.observePoints(points)
         ready = bool(volume and segmentation) and not self.busy
@@ -120,7 +126,7 @@ class LesionsWidget(VTKObservationMixin):
                     self.addObserver(
                         segmentation, getattr(slicer.vtkSegmentation, name), self.scheduleRefresh
                     )
-        self.scheduleRefresh()
+            self.scheduleRefresh()
 
     def observePoints(self, points) -> None:
         if points is self.observedPoints:
@@ -251,10 +257,12 @@ class LesionsWidget(VTKObservationMixin):
         """Install RadTyper's Python packages on first use (asks the user first); False if that failed."""
         from RadTyperSlicerLib.Dependencies import ensurePythonRequirements
 
-        return ensurePythonRequirements(self.resourcePath("requirements.txt"))
+        return ensurePythonRequirements(self.resourcePath("RadTyperLesionsRequirements.txt"))
 
     def segmentPoints(self, lastOnly: bool) -> None:
         if self.busy or not self.ensureRequirements():
+            return
+        if self.parameterNode.segmentationMethod == "unet" and not self.ensureTorch():
             return
         self.busy = True
         self.ui.autoSegmentationStatusLabel.text = _("Segmenting…")
@@ -282,10 +290,20 @@ class LesionsWidget(VTKObservationMixin):
         self.refresh()
         self.updateGui()
 
+    def ensureTorch(self) -> bool:
+        """torch from the PyTorch extension (it asks before installing); False (message shown) if missing."""
+        from RadTyperSlicerLib.Dependencies import ensureTorch
+
+        ok = False
+        with reportErrors(_("The U-Net needs PyTorch."), statusLabel=self.ui.autoSegmentationStatusLabel):
+            ensureTorch()
+            ok = True
+        return ok
+
     # --- U-Net: auto-segment all lesions ------------------------------------------------------------------
     def onAutoSegmentAll(self) -> None:
         """Run the U-Net on the whole volume with a progress bar and Cancel (events processed per batch)."""
-        if self.busy or not self.ensureRequirements():
+        if self.busy or not self.ensureRequirements() or not self.ensureTorch():
             return
         self.busy = True
         self.cancelRequested = False
@@ -356,9 +374,29 @@ class LesionsWidget(VTKObservationMixin):
         self.scheduleRefresh()
 
     def exit(self) -> None:
-        self.ui.segmentEditorWidget.setActiveEffect(None)
-        self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
+        """Leaving the module: no more observation of the segmentation and points, editor as Slicer's own."""
+        self.refreshTimer.stop()
+        self.observeSegmentation(None)
+        self.observePoints(None)
+        self.refreshTimer.stop()  # observeSegmentation(None) schedules a refresh
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.uninstallKeyboardShortcuts()
+        editor.removeViewObservations()
+
+    def sceneStartClose(self) -> None:
+        """The scene is closing: the editor lets go of the segmentation, as Slicer's Segment Editor does."""
+        self.observeSegmentation(None)
+        self.observePoints(None)
+        self.refreshTimer.stop()
+        editor = self.ui.segmentEditorWidget
+        editor.setActiveEffect(None)
+        editor.setSegmentationNode(None)
+        editor.removeViewObservations()
+        self.fillTable([])
 
     def cleanup(self) -> None:
         self.refreshTimer.stop()
+        if self.effectFactory is not None:
+            self.effectFactory.disconnect("effectRegistered(QString)", self.onEffectRegistered)
         self.removeObservers()

@@ -6,9 +6,9 @@
 #
 # Environment: PYTHON (interpreter, default python3, >= 3.10), RADTYPER_VENV (default <repo>/.venv),
 # RADTYPER_TORCH=1 (same as --with-torch).
-# Installs, in this order: the Debian EGL/Mesa libraries for offscreen VTK rendering (when run as root on
-# Debian/Ubuntu and they are missing), with --with-torch torch==2.13.0 (CPU build; installed first so
-# nothing pulls a CUDA build), then RadTyper itself in editable mode with every extra but torch
+# Installs, in this order: the Debian EGL/Mesa libraries for offscreen VTK rendering and cmake, ninja-build
+# and make for the Slicer CMake contract test (when run as root on Debian/Ubuntu and they are missing), with
+# --with-torch torch==2.13.0 (CPU build; installed first so nothing pulls a CUDA build), then RadTyper itself in editable mode with every extra but torch
 # (".[standard]", or ".[all]" with torch). torch (~750 MB) is only needed by subtype discovery and the U-Net;
 # the demo and prediction run without it. A stamp file skips the pip step when pyproject.toml and this
 # script have not changed since the last run (a venv set up with torch also serves the default set-up).
@@ -41,6 +41,23 @@ ensure_system_libs() {
   else
     log "warning: EGL/Mesa libraries missing and cannot install them (need root + apt-get);"
     log "         offscreen rendering tests will be skipped"
+  fi
+}
+
+ensure_build_tools() {
+  # The Slicer contract test builds the modules with Slicer's own CMake macro (Ninja and Unix Makefiles).
+  local missing=()
+  command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+  command -v ninja >/dev/null 2>&1 || missing+=(ninja-build)
+  command -v make >/dev/null 2>&1 || missing+=(make)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing ${missing[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    log "warning: ${missing[*]} missing and cannot install them (need root + apt-get); the CMake contract tests skip"
   fi
 }
 
@@ -84,5 +101,6 @@ install_packages() {
 }
 
 ensure_system_libs
+ensure_build_tools
 ensure_venv
 install_packages

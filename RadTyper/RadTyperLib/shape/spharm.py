@@ -19,7 +19,8 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import sph_harm_y_all
+
+from .harmonics import spherical_harmonics
 
 #: SPHARM degree used by Wu et al. (SPHARM-MAT default for the paper).
 DEFAULT_DEGREE: int = 15
@@ -57,9 +58,7 @@ def basis(theta: np.ndarray, phi: np.ndarray, degree: int) -> np.ndarray:
     """Complex basis matrix ``(n, (L+1)²)``; column ``l² + l + m`` = ``Y_l^m(θ, φ)``."""
     theta = np.asarray(theta, float)
     phi = np.asarray(phi, float)
-    y = sph_harm_y_all(degree, degree, theta, phi)  # (L+1, 2L+1, n); negative m wrap around
-    ls, ms = degree_orders(degree)
-    return np.ascontiguousarray(y[ls, ms, :].T)
+    return spherical_harmonics(theta, phi, degree)  # SciPy-version independent (harmonics.py)
 
 
 def basis_from_sphere(sphere: np.ndarray, degree: int) -> np.ndarray:
