@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("trame_slicer", reason="needs the web extra (pip install 'radtyper[web]')")
 pytest.importorskip("playwright.sync_api", reason="needs the web extra (playwright)")
-from RadTyperWeb.browser import (  # noqa: E402
+from RadTyperWeb.browser import (
     browser,
     chromium_path,
     frames,
@@ -37,6 +37,12 @@ pytestmark = [
 ]
 
 ROW = ".rt-lesion-row"
+#: The patient is shown: its lesion rows and an image in each of the four views.
+SHOWN_JS = """() => document.querySelectorAll('.rt-lesion-row').length > 0 &&
+  Array.from(document.querySelectorAll('.rt-view-marker')).filter(m => {
+    const img = m.parentElement.querySelector('img');
+    return img && img.complete && img.naturalWidth > 0;
+  }).length === 4"""
 
 
 @pytest.fixture
@@ -69,10 +75,23 @@ def _wait_rendered(page, tags=("Red", "Green", "Yellow", "ThreeD"), timeout_s: f
         try:
             if all(view_pixels(page, t).std() > 5 for t in tags):
                 return
-        except Exception:  # noqa: BLE001 - the image may not exist yet
+        except Exception:
             pass
         time.sleep(0.2)
     raise AssertionError(f"views {tags} not rendered within {timeout_s} s")
+
+
+def _wait_review(path: Path, lesion: str, comment: str, timeout_s: float = 10) -> dict:
+    """The review CSV's rows once ``lesion`` has ``comment``."""
+    t_end = time.perf_counter() + timeout_s
+    rows: dict = {}
+    while time.perf_counter() < t_end:
+        if path.is_file():
+            rows = {r["lesion"]: r for r in csv.DictReader(path.open(encoding="utf-8"))}
+            if rows.get(lesion, {}).get("comment") == comment:
+                break
+        time.sleep(0.1)
+    return rows
 
 
 def _settle(page, tag: str, quiet_ms: float = 400, timeout_s: float = 10) -> None:
@@ -90,15 +109,17 @@ def test_demo_review_and_analysis_in_browser(tmp_path, artefacts):
     """Demo: 8 lesions, jump to a lesion (views move), Compute (progress, subtype), degree slider (3-D view
     changes), shell toggle (3-D view changes), accept / flag / comment (review CSV), Save (new .seg.nrrd)."""
     out = tmp_path / "out"
-    t_launch = time.perf_counter()
     with serve(["--demo", "--out", str(out)], log=artefacts / "server.log") as server, browser() as page:
         steps = Steps(page, artefacts)
         # 1. open the demo: 8 lesions in the table, every view rendered
+        t_up = time.perf_counter()
         page.goto(server.url)
-        page.locator(ROW).nth(7).wait_for(timeout=30_000)
+        page.wait_for_function(SHOWN_JS, timeout=30_000, polling=50)
+        opened_s = time.perf_counter() - t_up
+        print(
+            f"  server up {server.started_s:.1f} s after launch; demo patient shown {opened_s:.2f} s after that"
+        )
         _wait_rendered(page)
-        opened_s = time.perf_counter() - t_launch - server.started_s
-        print(f"  server up {server.started_s:.1f} s after launch; demo patient shown {opened_s:.2f} s after that")
         assert page.locator(ROW).count() == 8
         names = page.locator(f"{ROW} .rt-lesion-name").all_inner_texts()
         assert names == ["lung_1", "lung_2", "lung_3", "liver_1", "liver_2", "liver_3", "node_1", "bone_1"]
@@ -150,7 +171,9 @@ def test_demo_review_and_analysis_in_browser(tmp_path, artefacts):
         page.wait_for_function("document.querySelector('#rt-degree-shown').innerText.includes('degree 2')")
         _settle(page, "ThreeD")
         low = view_pixels(page, "ThreeD")
-        print(f"  degree slider -> new 3-D image: {', '.join(f'{x:.0f}' for x in latencies)} ms (demo lesion)")
+        print(
+            f"  degree slider -> new 3-D image: {', '.join(f'{x:.0f}' for x in latencies)} ms (demo lesion)"
+        )
         assert pixel_change(base, low) > 0.005
         steps.shot("degree_2")
 
@@ -168,13 +191,16 @@ def test_demo_review_and_analysis_in_browser(tmp_path, artefacts):
         page.locator("#rt-tab-lesions").click()
         page.locator("#rt-flag").click()
         page.locator("#rt-comment").fill("margin unclear on axial")
-        page.locator("#rt-comment").press("Enter")
+        page.locator("#rt-comment-save").click()
+        page.locator(ROW).filter(has_text="liver_1").filter(has_text="flagged").wait_for(timeout=10_000)
         page.locator(ROW).filter(has_text="lung_3").click()
         page.locator("#rt-accept").click()
         page.locator(ROW).filter(has_text="lung_3").filter(has_text="accepted").wait_for(timeout=10_000)
         review = out / "radtyper_review.csv"
-        rows = {r["lesion"]: r for r in csv.DictReader(review.open(encoding="utf-8"))}
-        assert rows["liver_1"]["status"] == "flagged" and rows["liver_1"]["comment"] == "margin unclear on axial"
+        rows = _wait_review(review, "liver_1", "margin unclear on axial")
+        assert (
+            rows["liver_1"]["status"] == "flagged" and rows["liver_1"]["comment"] == "margin unclear on axial"
+        )
         assert rows["lung_3"]["status"] == "accepted"
         steps.shot("review")
 
@@ -187,6 +213,7 @@ def test_demo_review_and_analysis_in_browser(tmp_path, artefacts):
 
         _labels, lesions = read_seg_nrrd(target)
         assert [les.name for les in lesions] == names
+        page.locator("#rt-save-path").fill(str(target))
         page.locator("#rt-save").click()  # the same name again: refused, nothing overwritten
         page.locator("#rt-error").filter(has_text="exists already").wait_for(timeout=10_000)
         steps.shot("saved")
@@ -210,10 +237,20 @@ def test_bad_inputs_in_browser(tmp_path, artefacts):
     (tmp_path / "broken.nrrd").write_bytes(b"NRRD0004\nthis is not an image\n")
     out = tmp_path / "out"
     out.mkdir()
-    with serve(
-        ["--image", str(tmp_path / "broken.nrrd"), "--lesions", str(tmp_path / "other_grid.nrrd"), "--out", str(out)],
-        log=artefacts / "server.log",
-    ) as server, browser() as page:
+    with (
+        serve(
+            [
+                "--image",
+                str(tmp_path / "broken.nrrd"),
+                "--lesions",
+                str(tmp_path / "other_grid.nrrd"),
+                "--out",
+                str(out),
+            ],
+            log=artefacts / "server.log",
+        ) as server,
+        browser() as page,
+    ):
         steps = Steps(page, artefacts)
         page.goto(server.url)
         error = page.locator("#rt-error")
@@ -263,16 +300,19 @@ def test_browser_closing_mid_compute(tmp_path, artefacts):
             page.locator("#rt-progress-text").filter(has_text="lesion").wait_for(timeout=60_000)
             page.close()
         t_end = time.perf_counter() + 30
-        while time.perf_counter() < t_end and not any("browser closed during the analysis" in x for x in server.lines):
+        while time.perf_counter() < t_end and not any(
+            "browser closed during the analysis" in x for x in server.lines
+        ):
             time.sleep(0.2)
         assert any("browser closed during the analysis" in x for x in server.lines), server.output()[-2000:]
         assert server.process.poll() is None
         with browser() as page:
             page.goto(server.url)
-            page.locator("#rt-error").filter(has_text="cancelled because the browser").wait_for(timeout=30_000)
+            page.locator("#rt-error").filter(has_text="cancelled because the browser").wait_for(
+                timeout=30_000
+            )
             Steps(page, artefacts).shot("after_browser_closed_mid_compute")
         children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
         assert children.stdout.strip() == "", f"child processes left: {children.stdout}"
 
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
-

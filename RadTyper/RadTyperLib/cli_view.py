@@ -29,7 +29,9 @@ def check_port(host: str, port: int) -> None:
             sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise InputError(f"port {port} on {host} is in use; choose another with --port (or 0)") from None
+                raise InputError(
+                    f"port {port} on {host} is in use; choose another with --port (or 0)"
+                ) from None
             raise InputError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from None
 
 
@@ -42,8 +44,10 @@ def _require_web() -> None:
             f"radtyper view needs trame-slicer ({exc.name or exc} is not installed): "
             "pip install 'radtyper[web]'"
         ) from None
-    except Exception as exc:  # noqa: BLE001 - e.g. a slicer-core without the classes trame-slicer needs
-        raise InputError(f"trame-slicer cannot be loaded with this slicer-core ({type(exc).__name__}: {exc})") from None
+    except Exception as exc:
+        raise InputError(
+            f"trame-slicer cannot be loaded with this slicer-core ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def cmd_view(args: argparse.Namespace) -> int:
@@ -53,7 +57,7 @@ def cmd_view(args: argparse.Namespace) -> int:
     given = [bool(args.demo), bool(args.cohort), bool(args.image or args.lesions)]
     if sum(given) != 1:
         raise InputError("give exactly one of --demo, --cohort DIR, or --image IMG --lesions MASK_OR_SEG")
-    if args.image and not args.lesions or args.lesions and not args.image:
+    if (args.image and not args.lesions) or (args.lesions and not args.image):
         raise InputError("--image and --lesions go together")
     check_port(args.host, args.port)
     _require_web()
@@ -116,7 +120,9 @@ def add_view_command(sub: argparse._SubParsersAction) -> None:
         "(pip install 'radtyper[web]').",
     )
     p.add_argument("--image", metavar="IMG", help="CT or MR image (NRRD, NIfTI, MHA)")
-    p.add_argument("--lesions", metavar="MASK_OR_SEG", help="lesion label map or Slicer .seg.nrrd on the image grid")
+    p.add_argument(
+        "--lesions", metavar="MASK_OR_SEG", help="lesion label map or Slicer .seg.nrrd on the image grid"
+    )
     p.add_argument("--parenchyma", metavar="MASK", help="parenchyma mask on the image grid (margin shells)")
     p.add_argument("--sites", metavar="CSV", help="lesion sites: CSV with columns lesion,site")
     p.add_argument(
@@ -134,7 +140,9 @@ def add_view_command(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="output folder of 'radtyper cohort extract': the patient list, then the patient you pick",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)"
+    )
     p.add_argument("--port", type=int, default=0, metavar="N", help="port (default 0: a free port, printed)")
     p.add_argument("--no-browser", action="store_true", help="do not open the system browser")
     p.add_argument(

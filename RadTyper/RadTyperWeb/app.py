@@ -9,11 +9,13 @@ Errors never stop the server: they are shown in the page (``#rt-error``) and pri
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from RadTyperLib.errors import RadTyperError
 
@@ -80,6 +82,8 @@ class RadTyperViewApp:
         for view in self._views("3d"):
             # Depth peeling (translucent shells) draws nothing with multisampling on the offscreen EGL window.
             view.render_window().SetMultiSamples(0)
+        if os.environ.get("RADTYPER_VIEW_TIMING"):
+            self._trace_renders()
 
     # --- state ------------------------------------------------------------------------------------------
     def _init_state(self, initial_error: str) -> None:
@@ -292,6 +296,14 @@ class RadTyperViewApp:
                     click_append_inner=(self.on_comment, "[rt_review_comment]"),
                     keyup_enter=(self.on_comment, "[rt_review_comment]"),
                 )
+                v.VBtn(
+                    "Save comment",
+                    size="small",
+                    variant="tonal",
+                    classes="mt-1",
+                    id="rt-comment-save",
+                    click=(self.on_comment, "[rt_review_comment]"),
+                )
                 html.Div("saved in {{ rt_review_csv }}", classes="text-caption")
             v.VDivider(classes="my-2")
             v.VSwitch(
@@ -455,6 +467,7 @@ class RadTyperViewApp:
             self.state.change(f"rt_shell_{shell}")(self._shell_handler(shell))
         self.ctrl.on_client_exited.add(self.on_client_exited)
         self.ctrl.on_client_connected.add(self.on_client_connected)
+        self.server.add_protocol_to_configure(self._watch_connections)
         editor = self.slicer_app.segmentation_editor
         editor.segmentation_modified.connect(self._schedule_refresh)
 
@@ -723,6 +736,26 @@ class RadTyperViewApp:
     def on_client_connected(self, *_args: Any) -> None:
         log("a browser connected")
 
+    def _watch_connections(self, protocol: Any) -> None:
+        """Count the browser connections at the websocket level (a closed tab or a crashed browser sends no
+        'exit' message): when the last one closes during an analysis, the analysis is cancelled."""
+        from wslink.websocket import LinkProtocol
+
+        app = self
+
+        class ConnectionWatch(LinkProtocol):
+            clients: ClassVar[set[str]] = set()
+
+            def onConnect(self, request: Any, client_id: str) -> None:
+                self.clients.add(client_id)
+
+            def onClose(self, client_id: str) -> None:
+                self.clients.discard(client_id)
+                if not self.clients:
+                    app.on_client_exited()
+
+        protocol.registerLinkProtocol(ConnectionWatch())
+
     # --- reconstruction, shells, results ----------------------------------------------------------------
     def _refresh_analysis(self) -> None:
         s = self.state
@@ -769,18 +802,35 @@ class RadTyperViewApp:
                 display.SetVisibility3D(False)
 
     def on_degree(self, rt_degree: Any = None, **_: Any) -> None:
+        if os.environ.get("RADTYPER_VIEW_TIMING"):
+            log(f"timing {time.perf_counter():.4f} degree {rt_degree}")
         try:
             degree = int(rt_degree)
         except (TypeError, ValueError):
             return
         try:
-            shown = self.session.set_degree(min(max(degree, 1), 15))
+            with self._slice_views_quiet():  # the slice views do not show the reconstruction: no re-render
+                shown = self.session.set_degree(min(max(degree, 1), 15))
         except RadTyperError as exc:
             self._error(str(exc))
             return
         self.state.rt_degree_shown = shown
         for view in self._views("3d"):
             view.schedule_render()
+
+    @contextmanager
+    def _slice_views_quiet(self) -> Iterator[None]:
+        """Ignore the render requests of the slice views while a 3-D-only display changes (the public
+        ``render_blocked()`` of trame-slicer schedules a render when it ends, which costs ~150 ms per view)."""
+        views = [v for v in self._views("slice") if hasattr(v, "_is_render_blocked")]
+        previous = [v._is_render_blocked for v in views]
+        for v in views:
+            v._is_render_blocked = True
+        try:
+            yield
+        finally:
+            for v, was in zip(views, previous, strict=True):
+                v._is_render_blocked = was
 
     def on_shell(self, shell: str, visible: bool) -> None:
         try:
@@ -789,6 +839,18 @@ class RadTyperViewApp:
             self._error(str(exc))
             return
         self._render_all()
+
+    def _trace_renders(self) -> None:
+        """Log when each view starts and ends rendering (RADTYPER_VIEW_TIMING=1; latency studies)."""
+        for view in self._views("slice") + self._views("3d"):
+            tag = view.get_singleton_tag()
+            window = view.render_window()
+            window.AddObserver(
+                "StartEvent", lambda *_a, t=tag: log(f"timing {time.perf_counter():.4f} render start {t}")
+            )
+            window.AddObserver(
+                "EndEvent", lambda *_a, t=tag: log(f"timing {time.perf_counter():.4f} render end {t}")
+            )
 
     # --- serving ----------------------------------------------------------------------------------------
     def start(self, *, host: str, port: int, open_browser: bool) -> None:

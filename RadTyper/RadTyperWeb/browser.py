@@ -85,7 +85,7 @@ class ServerProcess:
 
 def _pump(process: subprocess.Popen, lines: list[str], log: Path | None) -> None:
     assert process.stdout is not None
-    sink = open(log, "a", encoding="utf-8") if log is not None else None  # noqa: SIM115
+    sink = open(log, "a", encoding="utf-8") if log is not None else None
     try:
         for line in process.stdout:
             line = line.rstrip("\n")

@@ -343,7 +343,7 @@ class ViewerSession:
                     "diameter_mm": _round(diameter, 1),
                     "qc": row.qc_text(),
                     "flags": row.flags + (["problem"] if row.problem else []),
-                    "color": "#{:02x}{:02x}{:02x}".format(*(int(round(255 * c)) for c in row.color)),
+                    "color": "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in row.color)),
                     "review": review.get("status", "unreviewed"),
                     "comment": review.get("comment", ""),
                 }

@@ -4,10 +4,11 @@
 #   bash Resources/Scripts/bootstrap.sh        # used by demo.sh and test.sh
 #
 # Environment: PYTHON (interpreter, default python3, >= 3.10), RADTYPER_VENV (default <repo>/.venv).
-# Installs, in this order: the Debian EGL/Mesa libraries for offscreen VTK rendering (when run as root on
-# Debian/Ubuntu and they are missing), torch==2.13.0 (CPU build; installed first so nothing pulls a CUDA
-# build), then RadTyper itself in editable mode with all extras. A stamp file skips the pip step when
-# pyproject.toml has not changed since the last run.
+# Installs, in this order: the Debian EGL/Mesa libraries for offscreen VTK rendering and the Debian package
+# chromium for the browser tests of `radtyper view` (when run as root on Debian/Ubuntu and they are missing),
+# torch==2.13.0 (CPU build; installed first so nothing pulls a CUDA build), then RadTyper itself in editable
+# mode with all extras (the `web` extra brings trame-slicer and playwright). A stamp file skips the pip step
+# when pyproject.toml has not changed since the last run.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -30,6 +31,22 @@ ensure_system_libs() {
   else
     log "warning: EGL/Mesa libraries missing and cannot install them (need root + apt-get);"
     log "         offscreen rendering tests will be skipped"
+  fi
+}
+
+ensure_chromium() {
+  # The browser end-to-end tests of `radtyper view` drive Debian's Chromium through Playwright (PyPI); the
+  # browser is never downloaded by Playwright (`playwright install` is not used).
+  if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing chromium for the browser tests of radtyper view (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    log "warning: chromium missing and cannot install it (need root + apt-get); browser tests will be skipped"
   fi
 }
 
@@ -62,5 +79,6 @@ install_packages() {
 }
 
 ensure_system_libs
+ensure_chromium
 ensure_venv
 install_packages
