@@ -316,3 +316,33 @@ def test_browser_closing_mid_compute(tmp_path, artefacts):
         assert children.stdout.strip() == "", f"child processes left: {children.stdout}"
 
     assert not out.exists() or not [p for p in out.rglob("*") if p.is_file()]
+
+
+def test_cohort_patient_list_then_patient(tmp_path, artefacts):
+    """``--cohort DIR``: the patient list, then the patient picked (timed from the click)."""
+    from RadTyperLib.cohort import CaseSpec, write_manifest
+    from RadTyperLib.io import write_patient
+    from RadTyperLib.phantoms import make_patient
+
+    cases = []
+    for i, pid in enumerate(("P01", "P02")):
+        files = write_patient(make_patient(i, modality="CT", patient_id=pid), tmp_path / pid)
+        cases.append(CaseSpec(pid, str(files["image"]), str(files["lesions"])))
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    write_manifest(cohort / "manifest.csv", cases)
+    before = sorted(p.name for p in cohort.rglob("*"))
+    with serve(["--cohort", str(cohort)], log=artefacts / "server.log") as server, browser() as page:
+        steps = Steps(page, artefacts)
+        page.goto(server.url)
+        page.locator(".rt-patient-item").nth(1).wait_for(timeout=30_000)
+        assert page.locator(".rt-patient-item").all_inner_texts()[0].startswith("P01")
+        steps.shot("cohort_patients")
+        t0 = time.perf_counter()
+        page.locator(".rt-patient-item").filter(has_text="P02").click()
+        page.locator(ROW).nth(7).wait_for(timeout=30_000)
+        page.wait_for_function(SHOWN_JS, timeout=30_000, polling=50)
+        print(f"  cohort patient P02 shown {time.perf_counter() - t0:.2f} s after the click")
+        assert page.locator("#rt-patient").inner_text() == "P02"
+        steps.shot("cohort_patient_P02")
+    assert sorted(p.name for p in cohort.rglob("*")) == before  # nothing written until a review or Save

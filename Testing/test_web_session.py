@@ -271,7 +271,25 @@ def test_compute_then_degree_slider_and_shells(tmp_path):
         for i in range(shells.GetSegmentation().GetNumberOfSegments())
         if shells.GetDisplayNode().GetSegmentVisibility(shells.GetSegmentation().GetNthSegmentID(i))
     ]
-    assert sorted(visible) == ["liver_1 PM10", "liver_1 TIM"]
+    assert sorted(visible) == ["liver_1 PM10"]
+    # the same features given as a file (--features / a cohort's rows): the same subtype, no Compute
+    from RadTyperMRML.bridge import table_to_dataframe
+
+    table = session.analysis_logic.output_node("lesion_table", session.segmentation)
+    features_csv = tmp_path / "features.csv"
+    table_to_dataframe(table).to_csv(features_csv, index=False)
+    other = ViewerSession(create_scene(), tmp_path / "other")
+    from RadTyperLib.io import write_patient
+    from RadTyperMRML.demo_data import demo_patient
+
+    files = write_patient(demo_patient(), tmp_path / "demo-files")
+    other.load(
+        PatientSource("RadTyper demo", image=files["image"], lesions=files["lesions"], features=features_csv)
+    )
+    assert other.analysis.source == "features file"
+    assert other.analysis.subtype.subtype == a.subtype.subtype
+    assert other.analysis.subtype.probabilities == pytest.approx(a.subtype.probabilities, abs=1e-6)
+    assert any("MTD" in line for line in other.analysis.heterogeneity_lines)
     # cancel: nothing left behind
     job = session.start_compute(radiomics=False)
     assert session.cancel_compute() and job.state == "cancelled" and not job.work_dir.exists()

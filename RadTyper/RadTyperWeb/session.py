@@ -195,7 +195,9 @@ class ViewerSession:
         self.analysis = AnalysisView()
         self.selected: str | None = None  # lesion name
         self.degree = 15
-        self.shells: dict[str, bool] = {"TC": False, "TIM": True, "PM5": False, "PM10": False}
+        self.shells: dict[str, bool] = dict.fromkeys(
+            ("TC", "TIM", "PM5", "PM10"), False
+        )  # toggled by the user
 
     # --- loading ----------------------------------------------------------------------------------------
     @property

@@ -7,7 +7,7 @@
    (no radiomics), selected, and the slider is moved one step at a time with the keyboard; the latency is the
    time from the key press to the first decoded 3-D view image whose pixels differ (page clock).
 
-    .venv/bin/python Resources/Scripts/benchmark_web.py [--steps 12] [--reloads 3]
+    .venv/bin/python Resources/Scripts/benchmark_web.py [--steps 12] [--reloads 3] [--shell TIM ...]
 
 Prints each figure and its ratio to the target. Needs the web extra and Debian's chromium.
 """
@@ -77,7 +77,7 @@ def measure_open(reloads: int, out: Path) -> list[float]:
     return times
 
 
-def measure_slider(steps: int, out: Path, work: Path) -> tuple[float, list[float]]:
+def measure_slider(steps: int, out: Path, work: Path, shells: list[str]) -> tuple[float, list[float]]:
     from RadTyperWeb.browser import browser, frames, install_frame_recorder, latency_to_new_frame, serve
 
     image, lesions, diameter = big_lesion_patient(work)
@@ -93,6 +93,8 @@ def measure_slider(steps: int, out: Path, work: Path) -> tuple[float, list[float
         page.locator("#rt-radiomics").uncheck()
         page.locator("#rt-compute").click()
         page.locator("#rt-subtype-name").wait_for(timeout=600_000)
+        for shell in shells:
+            page.locator(f"#rt-shell-{shell}").check()
         time.sleep(2.0)
         install_frame_recorder(page)
         thumb = page.locator("#rt-degree-box .v-slider-thumb").first
@@ -110,6 +112,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=12, help="slider steps measured (default 12)")
     parser.add_argument("--reloads", type=int, default=3, help="page loads of the demo (default 3)")
+    parser.add_argument(
+        "--shell",
+        action="append",
+        default=[],
+        choices=["TC", "TIM", "PM5", "PM10"],
+        help="shell shown (repeat)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="radtyper-bench-web-") as tmp:
         tmp_path = Path(tmp)
@@ -120,11 +129,12 @@ def main() -> int:
             + f" s; worst {max(opens):.2f} s = {max(opens) / 5.0:.2f} × the 5 s target"
         )
         (tmp_path / "work").mkdir()
-        diameter, lat = measure_slider(args.steps, tmp_path / "out-big", tmp_path / "work")
+        diameter, lat = measure_slider(args.steps, tmp_path / "out-big", tmp_path / "work", args.shell)
         lat_sorted = sorted(lat)
         p90 = lat_sorted[min(len(lat) - 1, round(0.9 * (len(lat) - 1)))]
         print(
-            f"degree slider -> new 3-D image, lesion of longest diameter {diameter:.1f} mm, {len(lat)} steps: "
+            f"degree slider -> new 3-D image, lesion of longest diameter {diameter:.1f} mm, shells shown: "
+            f"{', '.join(args.shell) or 'none'}, {len(lat)} steps: "
             + ", ".join(f"{x:.0f}" for x in lat)
             + " ms"
         )
