@@ -311,6 +311,8 @@ def test_browser_closing_mid_compute(tmp_path, artefacts):
             page.locator("#rt-error").filter(has_text="cancelled because the browser").wait_for(
                 timeout=30_000
             )
+            page.locator("#rt-tab-lesions").click()
+            page.wait_for_function(SHOWN_JS, timeout=30_000, polling=50)  # the views are back too
             Steps(page, artefacts).shot("after_browser_closed_mid_compute")
         children = subprocess.run(["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True)
         assert children.stdout.strip() == "", f"child processes left: {children.stdout}"

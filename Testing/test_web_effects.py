@@ -164,3 +164,30 @@ def test_scissors_and_draw(page):
     assert _count(editor, sid) > n0
     _undo(page)
     assert _count(editor, sid) == n0
+
+
+def test_one_click_in_the_axial_view_adds_the_lesion(page):
+    """The click handler of the page: display pixel → RAS (slice node XYToRAS) → seeded segmentation."""
+    editor, sid = _lesion(page, "lung_3")
+    n_truth = _count(editor, sid)
+    page.session.jump_to("lung_3")  # the slice views are centred on the nodule
+    page.session.segmentation.GetSegmentation().RemoveSegment(sid)
+    view = next(v for v in page._views("slice") if v.get_singleton_tag() == "Red")
+    w, h, _ = view.get_view_node().GetDimensions()
+
+    class Click:
+        def GetEventPosition(self):
+            return (w // 2, h // 2)
+
+    names_before = [r["name"] for r in page.session.lesion_rows()]
+    page.state.rt_click_mode = True
+    page._click_handler(view)(Click(), "LeftButtonPressEvent")
+    rows = page.session.lesion_rows()
+    assert len(rows) == len(names_before) + 1
+    added = rows[-1]
+    assert added["name"] not in names_before and not page.state.rt_click_mode
+    # the nodule is found again (the seeded method may add part of its blurred rim)
+    assert added["volume_ml"] * 1000 >= 0.8 * n_truth * float(np.prod(page.session.volume.GetSpacing()))
+    page.state.rt_click_mode = False
+    page._click_handler(view)(Click(), "LeftButtonPressEvent")  # click mode off: nothing happens
+    assert len(page.session.lesion_rows()) == len(rows)

@@ -737,6 +737,7 @@ class RadTyperViewApp:
 
     def on_client_connected(self, *_args: Any) -> None:
         log("a browser connected")
+        self._render_all()  # a new page gets an image in every view
 
     def _watch_connections(self, protocol: Any) -> None:
         """Count the browser connections at the websocket level (a closed tab or a crashed browser sends no
