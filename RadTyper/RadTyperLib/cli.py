@@ -695,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_seg import add_seg_commands
 
     add_seg_commands(sub)
+    from .cli_view import add_view_command
+
+    add_view_command(sub)
 
     p = sub.add_parser(
         "demo",

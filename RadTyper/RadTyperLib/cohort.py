@@ -28,6 +28,7 @@ Output folder ``DIR``:
   ``qc_error``, as ``radtyper features --keep-going``), written atomically once ALL its lesions are done;
 * ``DIR/failures.csv``: ``patient, lesion, reason`` (``lesion`` empty when the patient could not be loaded);
 * ``DIR/features.csv``: every patient's rows in manifest order + ``cancer_type``;
+* ``DIR/manifest.csv``: the manifest of the last run (absolute paths; ``radtyper view --cohort DIR`` reads it);
 * ``DIR/run.json``: the feature settings. A rerun in the same folder refuses other settings, skips every
   patient whose ``patients/<patient>.csv`` exists and computes the rest (crash-safe: a killed run loses at
   most the patients in progress; a half-written file cannot exist). A patient that could not be loaded is
@@ -483,6 +484,7 @@ def _clean_stale_temps(out: Path) -> None:
         *out.glob(".features.*.csv"),
         *out.glob(".failures.*.csv"),
         *out.glob(".run.*.json"),
+        *out.glob(".manifest.*.csv"),
     ]
     for p in stale:
         try:
@@ -544,6 +546,7 @@ def extract_cohort(
     pdir = out / PATIENTS_DIR
     pdir.mkdir(parents=True, exist_ok=True)
     run_json = _check_run_record(out, s)
+    write_manifest(out / "manifest.csv", cases)  # the patients' files, for `radtyper view --cohort DIR`
     _clean_stale_temps(out)
     report: Progress = progress or ((lambda f, m: None) if quiet else stderr_progress)
 

@@ -7,8 +7,10 @@
 # Environment: PYTHON (interpreter, default python3, >= 3.10), RADTYPER_VENV (default <repo>/.venv),
 # RADTYPER_TORCH=1 (same as --with-torch).
 # Installs, in this order: the Debian EGL/Mesa libraries for offscreen VTK rendering and cmake, ninja-build
-# and make for the Slicer CMake contract test (when run as root on Debian/Ubuntu and they are missing), with
-# --with-torch torch==2.13.0 (CPU build; installed first so nothing pulls a CUDA build), then RadTyper itself in editable mode with every extra but torch
+# and make for the Slicer CMake contract test, the Debian package chromium for the browser tests of
+# `radtyper view` (when run as root on Debian/Ubuntu and they are missing), with
+# --with-torch torch==2.13.0 (CPU build; installed first so nothing pulls a CUDA build), then RadTyper itself in
+# editable mode with every extra but torch (the `web` extra brings trame-slicer and playwright)
 # (".[standard]", or ".[all]" with torch). torch (~750 MB) is only needed by subtype discovery and the U-Net;
 # the demo and prediction run without it. A stamp file skips the pip step when pyproject.toml and this
 # script have not changed since the last run (a venv set up with torch also serves the default set-up).
@@ -61,6 +63,22 @@ ensure_build_tools() {
   fi
 }
 
+ensure_chromium() {
+  # The browser end-to-end tests of `radtyper view` drive Debian's Chromium through Playwright (PyPI); the
+  # browser is never downloaded by Playwright (`playwright install` is not used).
+  if command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ]; then
+    return 0
+  fi
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = "0" ]; then
+    log "installing chromium for the browser tests of radtyper view (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  else
+    log "warning: chromium missing and cannot install it (need root + apt-get); browser tests will be skipped"
+  fi
+}
+
 ensure_venv() {
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtual environment $VENV with $("$PY" --version 2>&1)"
@@ -102,5 +120,6 @@ install_packages() {
 
 ensure_system_libs
 ensure_build_tools
+ensure_chromium
 ensure_venv
 install_packages
