@@ -99,6 +99,11 @@ def _python312() -> str | None:
     return None
 
 
+#: Tracked folders of the module directories that the Slicer extension does not ship: the browser application
+#: (`radtyper view`, trame-slicer) runs outside Slicer.
+NOT_IN_EXTENSION = ("RadTyperWeb/",)
+
+
 def _tracked_module_files() -> set[str]:
     files = subprocess.run(
         ["git", "ls-files", *MODULES], cwd=REPO, capture_output=True, text=True, check=True
@@ -106,7 +111,7 @@ def _tracked_module_files() -> set[str]:
     out = set()
     for f in files:
         _module, _, rest = f.partition("/")
-        if rest == "CMakeLists.txt" or rest.startswith("Testing/"):
+        if rest == "CMakeLists.txt" or rest.startswith(("Testing/", *NOT_IN_EXTENSION)):
             continue
         if not (REPO / f).exists():  # deleted in the work tree, not yet committed
             continue
