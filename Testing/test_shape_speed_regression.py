@@ -4,11 +4,13 @@
 area correction stopped at a relative energy decrease of 1e-7); the default reuses the cMCF factorisation as a
 CG preconditioner and, for compact lesions, preconditions the area correction with the Sobolev metric and runs
 it to 1e-9. Both minimise the same energy, so features may differ only by how far the original optimiser
-stopped from the minimiser. Measured on the 10 real CT lesions (STS_001–010 with an image, lung1, lung2) and 4
-synthetic shapes: energy vector ≤ 2.4e-4 (relative), one degree's energy ≤ 0.5 %, coefficient magnitudes ≤ 1e-3 of
-the largest, order entropies ≤ 0.021; the fast path, run to 1e-11, moves by < 1e-5. The tolerances below (also in
-Resources/Docs/features.md, "Reproducibility of the spherical map") are about 4× those gaps and well below the
-pipeline's own reproducibility under a 3-D rotation of the mask (energies ≤ 1.8 %).
+stopped from the minimiser, and by the original's own sensitivity: on STS_004 (a few near-degenerate parameter
+triangles, plain L-BFGS on both paths) cMCF solutions that differ by 1e-12 already move one degree's energy by
+1.5 %. Measured over 21 real masks (the 8 STS CT masks with an image, 13 LIDC nodules) and 3 synthetic shapes:
+energy vector ≤ 1.3e-3 (relative; LIDC-IDRI-0057, where the original stopped after 689 iterations), one
+degree's energy ≤ 1.5 %, coefficient magnitudes ≤ 1.4e-3 of the largest, order entropies ≤ 0.045 nats. The
+tolerances below (also in Resources/Docs/features.md) leave about 2× room and stay below the pipeline's own
+reproducibility under a 3-D rotation of the mask (energy vector ≤ 1.8 % on all 14 real lesions studied).
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_shape_synthetic import c_shape, dumbbell, grid_for, lobulated, voxelise
 
 #: Tolerances of the fast path against the original algorithm (documented in features.md).
-ENERGY_VECTOR_REL = 1e-3  # ‖ΔE‖ / ‖E‖ over the 15 per-degree energies
-ENERGY_DEGREE_REL = 0.02  # |ΔE_l| ≤ 2 % of E_l + 1e-4 ‖E‖ (tiny odd-degree energies of symmetric shapes)
+ENERGY_VECTOR_REL = 3e-3  # ‖ΔE‖ / ‖E‖ over the 15 per-degree energies
+ENERGY_DEGREE_REL = 0.03  # |ΔE_l| ≤ 3 % of E_l + 1e-4 ‖E‖ (tiny odd-degree energies of symmetric shapes)
 COEF_REL = 4e-3  # |Δ| of a coefficient magnitude relative to the largest one
 ENTROPY_ABS = 0.08  # order entropies (nats; range 0 … ln(2l+1))
 ADC_REL = 2e-3  # area-distortion cost
