@@ -204,8 +204,8 @@ def _degree(text: str) -> int:
 
 def cmd_features(args: argparse.Namespace) -> int:
     """``radtyper features --image IMG --lesions MASK_OR_SEG … --out CSV``."""
-    from .features import FeatureSettings, patient_features
-    from .io import atomic_path
+    from .features import FeatureSettings, patient_feature_rows
+    from .io import atomic_path, write_rows_csv
 
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
@@ -229,13 +229,14 @@ def cmd_features(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"[{fraction * 100:5.1f} %] {message}", file=sys.stderr, flush=True)
 
-    table, results = patient_features(
+    # rows, not a DataFrame: a single-lesion run does not pay pandas' import (issue 15)
+    columns, results = patient_feature_rows(
         patient, settings, lesions=args.lesion, keep_going=args.keep_going, progress=progress
     )
     for res in results:
         if res.error:
             print(f"radtyper: warning: lesion '{res.lesion.name}': {res.error}", file=sys.stderr)
-    outputs = {out: table}
+    outputs = {}
     if args.perturb_mm is not None:
         from .features import perturbation_tables
 
@@ -244,6 +245,8 @@ def cmd_features(args: argparse.Namespace) -> int:
         tables = perturbation_tables(patient, settings, mm=args.perturb_mm, lesions=args.lesion)
         outputs[perturbed_path(out, "eroded")] = tables["eroded"]
         outputs[perturbed_path(out, "dilated")] = tables["dilated"]
+    write_rows_csv(out, columns, [r.row for r in results])
+    print(f"features: {len(results)} lesion(s) × {len(columns)} columns → {out}")
     for path, frame in outputs.items():
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.8g")
