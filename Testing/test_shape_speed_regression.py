@@ -103,9 +103,7 @@ REAL = [
 
 
 @pytest.mark.realdata
-@pytest.mark.parametrize(
-    "path", [pytest.param(p, marks=pytest.mark.slow) if slow else p for p, slow in REAL]
-)
+@pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if slow else p for p, slow in REAL])
 def test_fast_map_matches_original_on_real_ct_masks(
     path: str, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,3 +144,17 @@ def test_cmcf_with_reused_factorisation_equals_direct_solves() -> None:
     b, nb = spheremap.conformal_flow(s.vertices, s.faces, reuse_factorisation=False)
     assert na == nb
     np.testing.assert_allclose(a, b, atol=1e-9)
+
+
+@pytest.mark.parametrize("degree", [1, 15, 20])
+def test_recurrence_basis_equals_scipy(degree: int) -> None:
+    from scipy.special import sph_harm_y_all
+
+    rng = np.random.default_rng(degree)
+    u = rng.normal(size=(500, 3))
+    u[:4] = [[0, 0, 1], [0, 0, -1], [1, 0, 0], [0, -1, 0]]  # poles and the equator
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    theta, phi = spharm.cartesian_to_angles(u)
+    ls, ms = spharm.degree_orders(degree)
+    expected = sph_harm_y_all(degree, degree, theta, phi)[ls, ms, :].T
+    np.testing.assert_allclose(spharm.basis(theta, phi, degree), expected, rtol=0, atol=1e-12)

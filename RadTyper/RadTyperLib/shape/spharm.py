@@ -19,7 +19,6 @@ from __future__ import annotations
 from functools import lru_cache
 
 import numpy as np
-from scipy.special import sph_harm_y_all
 
 #: SPHARM degree used by Wu et al. (SPHARM-MAT default for the paper).
 DEFAULT_DEGREE: int = 15
@@ -54,12 +53,36 @@ def cartesian_to_angles(sphere: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def basis(theta: np.ndarray, phi: np.ndarray, degree: int) -> np.ndarray:
-    """Complex basis matrix ``(n, (L+1)²)``; column ``l² + l + m`` = ``Y_l^m(θ, φ)``."""
-    theta = np.asarray(theta, float)
-    phi = np.asarray(phi, float)
-    y = sph_harm_y_all(degree, degree, theta, phi)  # (L+1, 2L+1, n); negative m wrap around
-    ls, ms = degree_orders(degree)
-    return np.ascontiguousarray(y[ls, ms, :].T)
+    """Complex basis matrix ``(n, (L+1)²)``; column ``l² + l + m`` = ``Y_l^m(θ, φ)``.
+
+    Evaluated with the standard three-term recurrence of the fully normalised associated Legendre functions,
+    column block by column block (equal to scipy's ``sph_harm_y_all`` to ~1e-14, test_shape_speed_regression.py, and
+    about 10× faster on a 6000-vertex mesh than gathering its ``(L+1, 2L+1, n)`` output; issue 15).
+    """
+    theta = np.asarray(theta, float).ravel()
+    phi = np.asarray(phi, float).ravel()
+    n, k = theta.size, n_coefficients(degree)
+    x, s = np.cos(theta), np.sin(theta)
+    y = np.empty((n, k), dtype=complex)
+    e = np.exp(1j * np.outer(phi, np.arange(degree + 1)))  # e^{imφ}, (n, L+1)
+    pmm = np.full(n, np.sqrt(1.0 / (4.0 * np.pi)))
+    for m in range(degree + 1):
+        if m > 0:
+            pmm = -np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * s * pmm
+        p = np.empty((degree - m + 1, n))  # P̄_l^m for l = m..L
+        p[0] = pmm
+        if m < degree:
+            p[1] = np.sqrt(2.0 * m + 3.0) * x * pmm
+        for l in range(m + 2, degree + 1):
+            a = np.sqrt((4.0 * l * l - 1.0) / (l * l - m * m))
+            b = np.sqrt(((l - 1.0) ** 2 - m * m) / (4.0 * (l - 1.0) ** 2 - 1.0))
+            p[l - m] = a * (x * p[l - m - 1] - b * p[l - m - 2])
+        ls = np.arange(m, degree + 1)
+        block = p.T * e[:, m : m + 1]
+        y[:, ls * ls + ls + m] = block
+        if m > 0:
+            y[:, ls * ls + ls - m] = (-1.0) ** m * np.conj(block)
+    return y
 
 
 def basis_from_sphere(sphere: np.ndarray, degree: int) -> np.ndarray:
