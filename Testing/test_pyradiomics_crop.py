@@ -74,3 +74,10 @@ def test_cropped_features_equal_on_lung1(shared_data: Path) -> None:
     image = sitk.ReadImage(str(cases / "lung1_image.nrrd"))
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(cases / "lung1_label.nrrd"))) > 0
     _assert_same(radiomics_features(image, mask, crop_image=False), radiomics_features(image, mask))
+
+
+def test_shipped_default_parameters_pass_pyradiomics_schema() -> None:
+    """load_params skips RadTyper's own schema pass for the shipped file (pyradiomics validates it anyway)."""
+    from RadTyperLib.pyradiomics_features import validate_params
+
+    assert validate_params(load_params()) == load_params()

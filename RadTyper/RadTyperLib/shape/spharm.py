@@ -166,8 +166,24 @@ def fit(
         pen = regularization * float(np.mean(np.diag(g))) * (ls * (ls + 1.0))
         a = np.linalg.solve(g + np.diag(pen), r.T @ v)
     else:
-        a = np.linalg.lstsq(r, v, rcond=None)[0]
+        a = _least_squares(r, v)
     return t @ a
+
+
+def _least_squares(r: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """``argmin ‖r a − v‖``: Cholesky of the normal equations when ``r`` is well conditioned (the area-weighted
+    basis of a good spherical map: ~5× faster than SVD), else ``numpy.linalg.lstsq`` (SVD)."""
+    g = r.T @ r
+    try:
+        c = np.linalg.cholesky(g)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(r, v, rcond=None)[0]
+    d = np.abs(np.diag(c))
+    if d.min() <= 1e-5 * d.max():  # cond(r) ≳ 1e5: normal equations would lose too many digits
+        return np.linalg.lstsq(r, v, rcond=None)[0]
+    from scipy.linalg import cho_solve
+
+    return cho_solve((c, True), r.T @ v)
 
 
 @lru_cache(maxsize=16)
