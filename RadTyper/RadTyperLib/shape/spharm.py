@@ -121,13 +121,22 @@ def _real_columns(degree: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def real_basis(basis_matrix: np.ndarray, degree: int) -> np.ndarray:
     """Real basis ``(Y T).real`` from the complex one: column (l, m>0) √2 Re Y_l^m, (l, −m) √2 Im Y_l^m."""
+    idx, scale = _real_gather(degree)
+    y = np.ascontiguousarray(basis_matrix, dtype=complex)
+    return y.view(float)[:, idx] * scale  # one gather from the interleaved (re, im) floats
+
+
+@lru_cache(maxsize=32)
+def _real_gather(degree: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float-view column and factor of each real basis column (see :func:`real_basis`)."""
     zero, positive, mirrored = _real_columns(degree)
     _, ms = degree_orders(degree)
-    r = np.empty(basis_matrix.shape, dtype=float)
-    r[:, zero] = basis_matrix[:, zero].real
-    r[:, positive] = np.sqrt(2.0) * basis_matrix[:, positive].real
-    r[:, ms < 0] = np.sqrt(2.0) * basis_matrix[:, mirrored].imag
-    return r
+    idx = np.empty(len(ms), dtype=np.intp)
+    scale = np.empty(len(ms))
+    idx[zero], scale[zero] = 2 * zero, 1.0
+    idx[positive], scale[positive] = 2 * positive, np.sqrt(2.0)
+    idx[ms < 0], scale[ms < 0] = 2 * mirrored + 1, np.sqrt(2.0)
+    return idx, scale
 
 
 def fit(
