@@ -158,3 +158,23 @@ def test_recurrence_basis_equals_scipy(degree: int) -> None:
     ls, ms = spharm.degree_orders(degree)
     expected = sph_harm_y_all(degree, degree, theta, phi)[ls, ms, :].T
     np.testing.assert_allclose(spharm.basis(theta, phi, degree), expected, rtol=0, atol=1e-12)
+
+
+def test_normal_equation_fit_equals_svd_least_squares() -> None:
+    grid = grid_for(44.0)
+    m = voxelise(SYNTHETIC["c_shape"](), grid)
+    s = mesh.surface_from_mask(mesh.clean_mask(m, np.ones(3)))
+    u = spheremap.spherical_map(s.vertices, s.faces).sphere
+    w = spheremap.vertex_areas(s.vertices, s.faces)
+    sw = np.sqrt(w / w.mean())
+    r = spharm.real_basis(spharm.basis_from_sphere(u, 15), 15) * sw[:, None]
+    v = s.vertices * sw[:, None]
+    expected = np.linalg.lstsq(r, v, rcond=None)[0]
+    np.testing.assert_allclose(
+        spharm._least_squares(r, v), expected, rtol=0, atol=1e-10 * np.abs(expected).max()
+    )
+    # an ill-conditioned system falls back to SVD least squares
+    bad = np.hstack([r[:, :10], r[:, :1] * (1 + 1e-9)])
+    np.testing.assert_allclose(
+        spharm._least_squares(bad, v), np.linalg.lstsq(bad, v, rcond=None)[0], rtol=0, atol=1e-6
+    )
