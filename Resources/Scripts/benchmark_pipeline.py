@@ -65,8 +65,11 @@ assert n == 107, n
 
 
 # --- process timing ---------------------------------------------------------------------------------------
+LAST_CPU: list[float] = [0.0]  # user + system CPU seconds of the last run_timed child
+
+
 def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
-    """(wall s, peak RSS MiB) of one child process; raises when it fails."""
+    """(wall s, peak RSS MiB) of one child process (its CPU seconds in ``LAST_CPU[0]``); raises when it fails."""
     with tempfile.TemporaryFile() as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env or ENV)
@@ -78,6 +81,7 @@ def run_timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
             raise RuntimeError(
                 f"{' '.join(cmd[:6])} … failed ({proc.returncode}): {err.read().decode()[-500:]}"
             )
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return wall, usage.ru_maxrss / 1024.0
 
 
@@ -160,34 +164,41 @@ def section_lesions(args: argparse.Namespace, tmp: Path) -> None:
     print(f"\n== per lesion: radtyper features (all features + QC) vs plain pyradiomics (107), {src}")
     print(f"   {args.repeat} alternated repetitions each, medians; {load()}")
     head = (
-        f"{'lesion':14s} {'cm3':>7s} {'radtyper s':>10s} {'pyradiomics s':>13s} {'ratio':>6s} "
-        f"{'radtyper MiB':>12s} {'pyrad MiB':>9s}"
+        f"{'lesion':10s} {'cm3':>6s} | {'wall s: radtyper':>16s} {'pyradiomics':>11s} {'ratio':>6s} | "
+        f"{'CPU s: radtyper':>15s} {'pyradiomics':>11s} {'ratio':>6s} | {'peak MiB: radtyper':>18s} {'pyrad':>6s}"
     )
     print(head)
     print("-" * len(head))
-    ratios = []
+    ratios, cpu_ratios = [], []
     for name, image, mask in cases:
         out = tmp / "features.csv"
         a_cmd = [PY, "-m", "RadTyperLib.cli", "features", "--image", str(image), "--lesions", str(mask),
                  "--out", str(out), "--quiet"]  # fmt: skip
         b_cmd = [PY, str(script), str(DEFAULT_PARAMS_PATH), str(image), str(mask), "1"]
-        a, b, ma, mb = [], [], [], []
+        a, b, ca, cb, ma, mb = [], [], [], [], [], []
         for _ in range(args.repeat):
             t, m = run_timed(a_cmd)
             a.append(t)
+            ca.append(LAST_CPU[0])
             ma.append(m)
             t, m = run_timed(b_cmd)
             b.append(t)
+            cb.append(LAST_CPU[0])
             mb.append(m)
         ratio = statistics.median(x / y for x, y in zip(a, b, strict=True))
+        cpu_ratio = statistics.median(x / y for x, y in zip(ca, cb, strict=True))
         ratios.append(ratio)
+        cpu_ratios.append(cpu_ratio)
         print(
-            f"{name:14s} {lesion_volume_cm3(mask):7.1f} {statistics.median(a):10.2f} {statistics.median(b):13.2f} "
-            f"{ratio:6.2f} {max(ma):12.0f} {max(mb):9.0f}",
+            f"{name:10s} {lesion_volume_cm3(mask):6.1f} | {statistics.median(a):16.2f} {statistics.median(b):11.2f} "
+            f"{ratio:6.2f} | {statistics.median(ca):15.2f} {statistics.median(cb):11.2f} {cpu_ratio:6.2f} | "
+            f"{max(ma):18.0f} {max(mb):6.0f}",
             flush=True,
         )
-    print(f"median ratio radtyper / pyradiomics over {len(ratios)} lesions: {statistics.median(ratios):.2f} "
-          f"(target ≤ 1.5, aim ≤ 1.0); {load()}")  # fmt: skip
+    print(f"median ratio radtyper / pyradiomics over {len(ratios)} lesions: wall {statistics.median(ratios):.2f}, "
+          f"CPU {statistics.median(cpu_ratios):.2f} (target ≤ 1.5, aim ≤ 1.0); {load()}")  # fmt: skip
+    print("(ratios are medians of the pairwise ratios of alternated runs; CPU = user + system seconds of the "
+          "process, less sensitive than wall time to other jobs on a loaded machine)")  # fmt: skip
 
 
 def _ellipsoid_case(tmp: Path, diameter_mm: float = 50.0) -> tuple[Path, Path]:
