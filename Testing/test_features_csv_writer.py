@@ -40,3 +40,27 @@ def test_feature_rows_equal_patient_features(tmp_path):
     write_rows_csv(tmp_path / "ours.csv", columns, [r.row for r in results])
     table.to_csv(tmp_path / "pandas.csv", index=False, float_format="%.8g")
     assert (tmp_path / "ours.csv").read_text() == (tmp_path / "pandas.csv").read_text()
+
+
+def test_single_lesion_features_run_imports_no_pandas(tmp_path):
+    """Start-up (issue 15): ``radtyper features`` pays no import it does not use (pandas, sklearn, torch …)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import RadTyperLib
+    from RadTyperLib.io import write_patient
+
+    files = write_patient(make_patient(0), tmp_path / "p")
+    code = (
+        "import sys; from RadTyperLib.cli import main; "
+        f"rc = main(['features', '--image', {str(files['image'])!r}, '--lesions', {str(files['lesions'])!r}, "
+        f"'--out', {str(tmp_path / 'f.csv')!r}, '--no-radiomics', '--quiet', '--lesion', 'lung_1']); "
+        "heavy = [m for m in ('pandas', 'sklearn', 'torch', 'dask', 'matplotlib', 'vtk') "
+        "if m in sys.modules]; print(rc, heavy)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(RadTyperLib.__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "0 []", res.stdout
