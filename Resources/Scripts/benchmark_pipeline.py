@@ -356,7 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--patient-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 10, 100])
     ap.add_argument("--cohort-patients", type=int, default=4)
+    ap.add_argument(
+        "--tree",
+        type=Path,
+        help="time the RadTyper of another checkout (its RadTyper/ folder goes first on PYTHONPATH), "
+        "e.g. to compare before and after a change",
+    )
     args = ap.parse_args(argv)
+    if args.tree is not None:
+        ENV["PYTHONPATH"] = os.pathsep.join([str(args.tree.resolve() / "RadTyper"), ENV["PYTHONPATH"]])
+        print(f"RadTyper under test: {args.tree.resolve() / 'RadTyper'}")
     machine()
     sections = {
         "lesions": section_lesions,
