@@ -178,3 +178,13 @@ def test_normal_equation_fit_equals_svd_least_squares() -> None:
     np.testing.assert_allclose(
         spharm._least_squares(bad, v), np.linalg.lstsq(bad, v, rcond=None)[0], rtol=0, atol=1e-6
     )
+
+
+def test_evaluate_at_equals_the_basis_matrix_product() -> None:
+    rng = np.random.default_rng(3)
+    c = rng.normal(size=(256, 3)) + 1j * rng.normal(size=(256, 3))
+    v, _ = spharm.icosphere(3)
+    for d in (1, 6, 15):
+        np.testing.assert_allclose(
+            spharm.evaluate_at(c, v, d), spharm.evaluate(c, spharm.basis_from_sphere(v, 15), d), atol=1e-12
+        )

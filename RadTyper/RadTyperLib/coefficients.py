@@ -52,9 +52,8 @@ class LesionCoefficients:
 
         if not 1 <= int(degree) <= self.degree:
             raise ValueError(f"degree must be in 1..{self.degree}, got {degree}")
-        y = spharm.icosphere_basis(self.degree, RECON_SUBDIVISIONS)
-        verts = spharm.evaluate(self.coefficients_physical, y, int(degree))
-        faces = spharm.icosphere(RECON_SUBDIVISIONS)[1]
+        sphere, faces = spharm.icosphere(RECON_SUBDIVISIONS)
+        verts = spharm.evaluate_at(self.coefficients_physical, sphere, int(degree))
         if self.orientation_flip:
             faces = faces[:, ::-1]
         return verts, np.ascontiguousarray(faces)
@@ -149,7 +148,9 @@ def load_coefficients(path: str | os.PathLike[str]) -> dict[str, LesionCoefficie
             if str(z["format"]) != COEFFICIENTS_FORMAT:
                 raise InputError(f"{p}: not a RadTyper coefficients file")
             if int(z["version"]) > COEFFICIENTS_VERSION:
-                raise InputError(f"{p}: coefficients file version {int(z['version'])} is newer than this RadTyper")
+                raise InputError(
+                    f"{p}: coefficients file version {int(z['version'])} is newer than this RadTyper"
+                )
             out = {}
             for i, name in enumerate(z["lesions"].tolist()):
                 out[name] = LesionCoefficients(
