@@ -308,7 +308,7 @@ def section_patient(args: argparse.Namespace, tmp: Path) -> None:
         image, labels = _many_lesion_patient(tmp, n)
         out = tmp / f"p{n}.csv"
         reps = args.repeat if n <= 10 else 1
-        walls = []
+        walls, feats, hets = [], [], []
         for _ in range(reps):
             t1, m1 = run_timed([PY, "-m", "RadTyperLib.cli", "features", "--image", str(image), "--lesions",
                                 str(labels), "--out", str(out), "--quiet"])  # fmt: skip
@@ -317,9 +317,12 @@ def section_patient(args: argparse.Namespace, tmp: Path) -> None:
                 t2, m2 = run_timed([PY, "-m", "RadTyperLib.cli", "heterogeneity", "--features", str(out),
                                     "--out", str(tmp / f"h{n}")])  # fmt: skip
             walls.append(t1 + t2)
+            feats.append(t1)
+            hets.append(t2)
         wall = statistics.median(walls)
         per[n] = wall
-        print(f"{n:4d} lesion(s): {wall:7.1f} s ({reps} run(s), median), {wall / n:6.2f} s per lesion, "
+        print(f"{n:4d} lesion(s): {wall:7.1f} s = features {statistics.median(feats):6.1f} s + heterogeneity "
+              f"{statistics.median(hets):5.1f} s ({reps} run(s), median); {wall / n:6.2f} s per lesion, "
               f"× {wall / per[min(per)]:.1f} one lesion, peak {max(m1, m2):.0f} MiB; {load()}", flush=True)  # fmt: skip
     if 1 in per and 100 in per:
         print(f"100 lesions cost {per[100] / per[1]:.1f} × one lesion (target ≤ 110)")
