@@ -239,7 +239,7 @@ import RadTyperLib.shape
 t_import = time.perf_counter() - t0
 times = []
 write_mesh({str(tmp / "warm.vtk")!r}, *RadTyperLib.shape.spharm.icosphere(1))  # vtk's own import, not counted
-for degree in (7, 3, 12):  # the first includes the icosphere basis (cached for the process)
+for degree in (7, 3, 12):  # the first builds the icosphere (cached for the process)
     t0 = time.perf_counter()
     rec = load_coefficients({str(coef)!r})["lesion_1"]
     v, f = rec.reconstruct(degree)
@@ -254,7 +254,7 @@ print(f"{{t_import:.3f}} " + " ".join(f"{{t:.4f}}" for t in times))
         vals.append([float(x) for x in out.split()])
     med = np.median(np.array(vals), axis=0)
     print(f"in-process (imports {med[0] * 1000:.0f} ms not counted): load the .npz + evaluate a new degree: "
-          f"{med[1] * 1000:.1f} ms for the first in a process (icosphere basis built), then {med[3] * 1000:.1f} / "
+          f"{med[1] * 1000:.1f} ms for the first in a process (icosphere built), then {med[3] * 1000:.1f} / "
           f"{med[5] * 1000:.1f} ms (target < 50 ms); writing the .vtk {med[2] * 1000:.1f} / {med[4] * 1000:.1f} / "
           f"{med[6] * 1000:.1f} ms")  # fmt: skip
     base = [PY, "-m", "RadTyperLib.cli", "reconstruct", "--lesions", str(mask), "--lesion", "1", "--no-cache",
