@@ -338,16 +338,22 @@ def section_cohort(args: argparse.Namespace, tmp: Path) -> None:
         f"machine's own parallel efficiency with 2 processes (pure-Python loop): {cpu_scaling(2):.2f} (1 = ideal)"
     )
     manifest = build_cohort(tmp / "cohort", args.cohort_patients, 4)
-    rates = {}
+    rates: dict[int, list[float]] = {}
+    cpus: dict[int, list[float]] = {}
     for w in (1, 2, 1, 2)[: 2 * max(1, min(args.repeat, 2))]:
         out = tmp / f"cohort_out_w{w}"
         shutil.rmtree(out, ignore_errors=True)
         wall, _ = run_timed([PY, "-m", "RadTyperLib.cli", "cohort", "extract", str(manifest), "--out", str(out),
                              "--workers", str(w)])  # fmt: skip
         rates.setdefault(w, []).append(60.0 * args.cohort_patients * 4 / wall)
-        print(f"workers={w}: {wall:6.1f} s → {rates[w][-1]:5.1f} lesions/min; {load()}", flush=True)
+        cpus.setdefault(w, []).append(LAST_CPU[0])
+        print(f"workers={w}: {wall:6.1f} s → {rates[w][-1]:5.1f} lesions/min, {LAST_CPU[0]:.1f} CPU s (all "
+              f"processes); {load()}", flush=True)  # fmt: skip
     print(f"throughput 2 workers / 1 worker: {statistics.median(rates[2]) / statistics.median(rates[1]):.2f} "
           "(target ≥ 1.6 with 2 free cores)")  # fmt: skip
+    extra = statistics.median(cpus[2]) / statistics.median(cpus[1])
+    print(f"CPU seconds 2 workers / 1 worker: {extra:.2f} (the parallel overhead: spawned workers import RadTyper "
+          f"and reload patients); with 2 free cores the throughput ratio would be at most {2.0 / extra:.2f}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
