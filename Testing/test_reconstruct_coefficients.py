@@ -105,7 +105,9 @@ def test_cli_features_coefficients_then_reconstruct_several_degrees_without_refi
     for d in (1, 5, 15):
         verts, faces = read_mesh(tmp_path / "rec" / f"l2_l{d}.vtk")
         assert len(verts) == 2562 and len(faces) == 5120
-        errors.append(float(res.stdout.split(f"degree {d} ")[1].split("mean surface error ")[1].split(" mm")[0]))
+        errors.append(
+            float(res.stdout.split(f"degree {d} ")[1].split("mean surface error ")[1].split(" mm")[0])
+        )
     assert errors[0] > errors[1] > errors[2]
     assert not out.exists()  # several degrees: only the _l<L> files
 
@@ -121,7 +123,9 @@ def test_cli_reconstruct_cache_and_stale_coefficients(tmp_path):
     # coefficients of a different mask are refused, naming the file and the lesion
     coef = tmp_path / "coef.npz"
     other = compute_shape(labels == 2, lab, lesion="lesion_1")
-    save_coefficients(coef, [LesionCoefficients.from_shape(other, mask_checksum(labels == 2, lab, "lesion_1"))])
+    save_coefficients(
+        coef, [LesionCoefficients.from_shape(other, mask_checksum(labels == 2, lab, "lesion_1"))]
+    )
     res = run(*base, "--degree", "3", "--out", str(tmp_path / "c.stl"), "--coefficients", str(coef))
     assert res.returncode == 2 and "another mask" in res.stderr and "lesion_1" in res.stderr
     res = run(*base, "--degree", "3,x", "--out", str(tmp_path / "c.stl"))

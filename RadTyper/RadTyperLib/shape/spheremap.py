@@ -668,9 +668,7 @@ def spherical_map(vertices: np.ndarray, faces: np.ndarray, *, reference: bool = 
     # Tube-like lesions keep the plain L-BFGS: with the weak regulariser their energy is nearly flat along a
     # large family of maps, and the preconditioned path ends elsewhere on it (measured: dumbbell per-degree
     # energies up to 70 % apart on near-zero odd degrees) without being faster (216 vs 186 iterations).
-    u, n_area = area_correct(
-        v, faces, u, dirichlet_weight=weight, preconditioned=not (reference or tube)
-    )
+    u, n_area = area_correct(v, faces, u, dirichlet_weight=weight, preconditioned=not (reference or tube))
     return SphereMap(
         sphere=u,
         flips=count_flips(u, faces),
