@@ -64,3 +64,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_coefficient_cache(tmp_path_factory):
+    """Tests (and the CLI they start) never write the user's coefficient cache (~/.cache/radtyper)."""
+    import os
+
+    old = os.environ.get("RADTYPER_CACHE_DIR")
+    os.environ["RADTYPER_CACHE_DIR"] = str(tmp_path_factory.mktemp("radtyper-cache"))
+    yield
+    if old is None:
+        os.environ.pop("RADTYPER_CACHE_DIR", None)
+    else:
+        os.environ["RADTYPER_CACHE_DIR"] = old

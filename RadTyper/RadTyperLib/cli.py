@@ -265,12 +265,14 @@ def _iith_rois_option(text: str) -> tuple[str, ...] | None:
 
 def cmd_features(args: argparse.Namespace) -> int:
     """``radtyper features --image IMG --lesions MASK_OR_SEG … --out CSV``."""
-    from .features import FeatureSettings, patient_features
-    from .io import atomic_path
+    from .features import FeatureSettings, patient_feature_rows
+    from .io import atomic_path, write_rows_csv
 
     out = Path(args.out)
     if out.suffix.lower() != ".csv":
         raise InputError(f"{out}: --out must be a .csv file")
+    if args.coefficients and Path(args.coefficients).suffix.lower() != ".npz":
+        raise InputError(f"{args.coefficients}: --coefficients must be a .npz file")
     params = None
     if args.radiomics_params and not args.no_radiomics:
         from .pyradiomics_features import load_params
@@ -292,11 +294,12 @@ def cmd_features(args: argparse.Namespace) -> int:
             print(f"[{fraction * 100:5.1f} %] {message}", file=sys.stderr, flush=True)
 
     print_image_warnings(patient)
-    table, results = patient_features(
+    # rows, not a DataFrame: a single-lesion run does not pay pandas' import (issue 15)
+    columns, results = patient_feature_rows(
         patient, settings, lesions=args.lesion, keep_going=args.keep_going, progress=progress
     )
     print_lesion_warnings(results)
-    outputs = {out: table}
+    outputs = {}
     if args.perturb_mm is not None:
         from .features import perturbation_tables
 
@@ -312,10 +315,24 @@ def cmd_features(args: argparse.Namespace) -> int:
             outputs[reference] = tables["original"]
         elif reference.exists():  # a stale 1 mm reference would be paired with native-grid perturbations
             reference.unlink()
+    write_rows_csv(out, columns, [r.row for r in results])
+    print(f"features: {len(results)} lesion(s) × {len(columns)} columns → {out}")
     for path, frame in outputs.items():
         with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.8g")
         print(f"features: {len(frame)} lesion(s) × {frame.shape[1]} columns → {path}")
+    if args.coefficients:
+        from .coefficients import LesionCoefficients, mask_checksum, save_coefficients
+
+        records = [
+            LesionCoefficients.from_shape(
+                res.shape, mask_checksum(patient.lesion_mask(res.lesion), patient.labels, res.lesion.name)
+            )
+            for res in results
+            if res.shape is not None
+        ]
+        save_coefficients(args.coefficients, records)
+        print(f"features: SPHARM coefficients of {len(records)} lesion(s) → {args.coefficients}")
     return 0
 
 
@@ -457,11 +474,36 @@ def cmd_iith(args: argparse.Namespace) -> int:
     return 0
 
 
+def _degrees(text: str) -> list[int]:
+    """``"15"`` or ``"1,5,15"`` → sorted distinct degrees, each 1…15."""
+    try:
+        values = sorted({_degree(t.strip()) for t in text.split(",") if t.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"degrees must be integers 1…15 separated by commas, got {text!r}"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("give at least one degree")
+    return values
+
+
+def reconstruction_path(out: Path, degree: int, several: bool) -> Path:
+    """``--out FILE``: FILE itself for one degree; ``FILE_l{L}`` + suffix (e.g. ``lesion_l5.vtk``) for several."""
+    return out.with_name(f"{out.stem}_l{degree}{out.suffix}") if several else out
+
+
 def cmd_reconstruct(args: argparse.Namespace) -> int:
-    """``radtyper reconstruct --lesions MASK_OR_SEG --lesion ID --degree L --out FILE``."""
+    """``radtyper reconstruct --lesions MASK_OR_SEG --lesion ID --degree L[,L…] --out FILE``."""
+    from .coefficients import (
+        LesionCoefficients,
+        cache_lookup,
+        cache_store,
+        default_cache_dir,
+        load_coefficients,
+        mask_checksum,
+    )
     from .io import read_lesions
     from .render import MESH_SUFFIXES, write_mesh
-    from .shape import compute_shape
 
     out = Path(args.out)
     if out.suffix.lower() not in MESH_SUFFIXES:
@@ -469,14 +511,46 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
     labels, lesions = read_lesions(args.lesions)
     patient = Patient(image=labels, labels=labels, lesions=lesions, sources={"lesions": str(args.lesions)})
     lesion = patient.lesion(args.lesion)
-    shape = compute_shape(patient.lesion_mask(lesion), labels, degree=15, lesion=lesion.name)
-    vertices, faces = shape.reconstruct(args.degree)
-    write_mesh(out, vertices, faces)
-    err = shape.qc.get(f"qc_recon_error_mm_l{args.degree:02d}", float("nan"))
-    print(
-        f"reconstruct: lesion '{lesion.name}' at degree {args.degree}: {len(vertices)} vertices, "
-        f"{len(faces)} triangles (mean surface error {err:.2f} mm) → {out}"
-    )
+    mask = patient.lesion_mask(lesion)
+    checksum = mask_checksum(mask, labels, lesion.name)
+    record, source = None, "fitted"
+    if args.coefficients:
+        saved = load_coefficients(args.coefficients)
+        if lesion.name not in saved:
+            raise InputError(f"{args.coefficients}: no coefficients for lesion '{lesion.name}'")
+        record = saved[lesion.name]
+        if record.checksum != checksum:
+            raise InputError(
+                f"{args.coefficients}: the coefficients of lesion '{lesion.name}' were computed from another "
+                "mask, grid or RadTyper version; run radtyper features --coefficients again"
+            )
+        source = f"from {args.coefficients}"
+    cache_dir = None if args.no_cache else Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if record is None and cache_dir is not None:
+        record = cache_lookup(cache_dir, checksum)
+        source = "from the cache" if record is not None else source
+    if record is None:
+        from .shape import compute_shape
+
+        shape = compute_shape(mask, labels, degree=15, lesion=lesion.name)
+        record = LesionCoefficients.from_shape(shape, checksum)
+        if cache_dir is not None:
+            cache_store(cache_dir, record)
+    too_high = [d for d in args.degree if d > record.degree]
+    if too_high:
+        raise InputError(
+            f"lesion '{lesion.name}': coefficients go up to degree {record.degree}, asked {too_high}"
+        )
+    several = len(args.degree) > 1
+    for d in args.degree:
+        vertices, faces = record.reconstruct(d)
+        path = reconstruction_path(out, d, several)
+        write_mesh(path, vertices, faces)
+        err = record.recon_errors_mm[d - 1]
+        print(
+            f"reconstruct: lesion '{lesion.name}' at degree {d} (coefficients {source}): {len(vertices)} "
+            f"vertices, {len(faces)} triangles (mean surface error {err:.2f} mm) → {path}"
+        )
     return 0
 
 
@@ -581,6 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
         "lesion on that grid is written as <out>.reference.csv, the CCC's reference); native = the image "
         "grid, radius raised to the finest voxel spacing (nothing changes along z on 5 mm slices)",
     )
+    p.add_argument(
+        "--coefficients",
+        metavar="NPZ",
+        help="also save every lesion's SPHARM coefficients (with its mask checksum) to NPZ, for "
+        "'radtyper reconstruct --coefficients NPZ' at any degree without refitting",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(handler=cmd_features)
 
@@ -680,13 +760,39 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "reconstruct",
         help="mesh of a lesion's SPHARM reconstruction at a given degree (.vtk, .vtp, .stl, .ply)",
-        description="Fit the lesion's SPHARM expansion (degree 15) and write the surface reconstructed from "
-        "the coefficients truncated at degree L, in the image's physical space (LPS mm).",
+        description="Fit the lesion's SPHARM expansion (degree 15), or reuse saved coefficients (--coefficients, "
+        "or the cache keyed by the mask's checksum), and write the surface reconstructed from the coefficients "
+        "truncated at each degree L, in the image's physical space (LPS mm).",
     )
     p.add_argument("--lesions", required=True, metavar="MASK_OR_SEG", help="lesion label map or .seg.nrrd")
     p.add_argument("--lesion", required=True, metavar="ID", help="lesion name or label value")
-    p.add_argument("--degree", type=_degree, required=True, metavar="L", help="degree 1…15")
-    p.add_argument("--out", required=True, metavar="FILE", help="output mesh: .vtk, .vtp, .stl or .ply")
+    p.add_argument(
+        "--degree",
+        type=_degrees,
+        required=True,
+        metavar="L[,L...]",
+        help="degree(s) 1…15, e.g. 15 or 1,5,15 (one fit serves every degree)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="output mesh: .vtk, .vtp, .stl or .ply; with several degrees one file per degree, FILE's name "
+        "+ _l<L> (lesion.vtk → lesion_l1.vtk, lesion_l5.vtk, …)",
+    )
+    p.add_argument(
+        "--coefficients",
+        metavar="NPZ",
+        help="coefficients saved by 'radtyper features --coefficients': reconstruct without refitting "
+        "(checked against the mask's checksum)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        help="coefficient cache keyed by the mask's checksum (default $RADTYPER_CACHE_DIR or "
+        "~/.cache/radtyper/coefficients): a later call at another degree does not refit",
+    )
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the coefficient cache")
     p.set_defaults(handler=cmd_reconstruct)
 
     from .cli_cohort import add_cohort_commands

@@ -276,6 +276,28 @@ def patient_features(
     """
     import pandas as pd
 
+    columns, results = patient_feature_rows(
+        patient,
+        settings,
+        lesions=lesions,
+        keep_going=keep_going,
+        progress=progress,
+        should_cancel=should_cancel,
+    )
+    table = pd.DataFrame([r.row for r in results])
+    return table[columns], results
+
+
+def patient_feature_rows(
+    patient: Patient,
+    settings: FeatureSettings | None = None,
+    *,
+    lesions: Sequence[str] | None = None,
+    keep_going: bool = False,
+    progress: Progress | None = None,
+    should_cancel: Callable[[], bool] | None = None,
+) -> tuple[list[str], list[LesionFeatures]]:
+    """:func:`patient_features` without pandas: (table columns in order, results; ``result.row`` is a row)."""
     s = settings or FeatureSettings()
     todo = [patient.lesion(k) for k in lesions] if lesions else list(patient.lesions)
     results: list[LesionFeatures] = []
@@ -292,5 +314,5 @@ def patient_features(
             results.append(LesionFeatures(les, _failed_row(patient, les, exc.problem, s), error=exc.problem))
     if progress is not None:
         progress(1.0, "done")
-    table = pd.DataFrame([r.row for r in results])
-    return table[order_columns(table.columns)], results
+    columns = order_columns([k for r in results for k in r.row])
+    return columns, results

@@ -174,6 +174,39 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def write_rows_csv(path: str | os.PathLike[str], columns: list[str], rows: list[dict]) -> None:
+    """Write dict rows as CSV (atomically) exactly as ``pandas.DataFrame(rows)[columns].to_csv(path,
+    index=False, float_format="%.8g")`` would, without importing pandas (start-up time of ``radtyper features``).
+
+    A column whose values are all integers (no missing value) is written as integers; any other number as
+    ``%.8g``; NaN / None / a missing key as an empty field; strings as they are (quoted when needed).
+    """
+    import math
+    import numbers
+
+    def integral(v: object) -> bool:
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    int_columns = {c for c in columns if rows and all(c in r and integral(r[c]) for r in rows)}
+
+    def cell(c: str, v: object) -> object:
+        if v is None or (isinstance(v, numbers.Real) and not integral(v) and math.isnan(float(v))):
+            return ""
+        if isinstance(v, bool):
+            return str(v)
+        if c in int_columns:
+            return str(int(v))  # type: ignore[call-overload]
+        if isinstance(v, numbers.Real):
+            return f"{float(v):.8g}"
+        return v
+
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow([cell(c, r.get(c)) for c in columns])
+
+
 # --- images -----------------------------------------------------------------------------------------------
 def read_image(path: str | os.PathLike[str]) -> sitk.Image:
     """Read a 3-D image (NRRD, NIfTI, MHA); the file name is in every error message."""

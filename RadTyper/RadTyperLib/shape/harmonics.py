@@ -21,26 +21,48 @@ values), which is accurate to ~1e-14 for the degrees used here (L ≤ 15, tested
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 
-def legendre_normalized(cos_theta: np.ndarray, sin_theta: np.ndarray, degree: int) -> np.ndarray:
-    """``N_l^m`` for 0 ≤ m ≤ l ≤ ``degree`` as an array ``(L+1, L+1, n)`` (entry ``[l, m]``; zero for m > l)."""
+def legendre_by_order(
+    cos_theta: np.ndarray, sin_theta: np.ndarray, degree: int
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(m, N)`` for m = 0..L, where ``N[l − m]`` = ``N_l^m`` (l = m..L; shape ``(L − m + 1, n)``).
+
+    One order at a time: callers that assemble a basis or evaluate a series block by block (SPHARM fit and
+    reconstruction) never hold the full ``(L+1, L+1, n)`` table.
+    """
     x = np.asarray(cos_theta, float).ravel()
     s = np.asarray(sin_theta, float).ravel()
     L = int(degree)
     if L < 0:
         raise ValueError(f"degree must be >= 0, got {degree}")
-    out = np.zeros((L + 1, L + 1, x.size))
-    out[0, 0] = 1.0 / np.sqrt(4.0 * np.pi)
-    for m in range(1, L + 1):
-        out[m, m] = -np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * s * out[m - 1, m - 1]
-    for m in range(L):
-        out[m + 1, m] = np.sqrt(2.0 * m + 3.0) * x * out[m, m]
+    nmm = np.full(x.size, 1.0 / np.sqrt(4.0 * np.pi))
+    for m in range(L + 1):
+        if m > 0:
+            nmm = -np.sqrt((2.0 * m + 1.0) / (2.0 * m)) * s * nmm
+        p = np.empty((L - m + 1, x.size))
+        p[0] = nmm
+        if m < L:
+            p[1] = np.sqrt(2.0 * m + 3.0) * x * nmm
         for l in range(m + 2, L + 1):
             a = np.sqrt((4.0 * l * l - 1.0) / (l * l - m * m))
             b = np.sqrt(((l - 1.0) ** 2 - m * m) / (4.0 * (l - 1.0) ** 2 - 1.0))
-            out[l, m] = a * (x * out[l - 1, m] - b * out[l - 2, m])
+            p[l - m] = a * (x * p[l - m - 1] - b * p[l - m - 2])
+        yield m, p
+
+
+def legendre_normalized(cos_theta: np.ndarray, sin_theta: np.ndarray, degree: int) -> np.ndarray:
+    """``N_l^m`` for 0 ≤ m ≤ l ≤ ``degree`` as an array ``(L+1, L+1, n)`` (entry ``[l, m]``; zero for m > l)."""
+    x = np.asarray(cos_theta, float).ravel()
+    L = int(degree)
+    if L < 0:
+        raise ValueError(f"degree must be >= 0, got {degree}")
+    out = np.zeros((L + 1, L + 1, x.size))
+    for m, p in legendre_by_order(cos_theta, sin_theta, L):
+        out[m:, m] = p
     return out
 
 
@@ -54,15 +76,13 @@ def spherical_harmonics(theta: np.ndarray, phi: np.ndarray, degree: int) -> np.n
     if theta.shape != phi.shape:
         raise ValueError(f"theta and phi differ in length ({theta.size} vs {phi.size})")
     L = int(degree)
-    # sin θ ≥ 0 on [0, π]; computing it directly (not sqrt(1 − cos²)) keeps full precision near the poles
-    n_lm = legendre_normalized(np.cos(theta), np.sin(theta), L)
     out = np.empty((theta.size, (L + 1) ** 2), dtype=np.complex128)
-    for m in range(L + 1):
-        e = np.exp(1j * m * phi)
-        sign = -1.0 if m % 2 else 1.0
-        for l in range(m, L + 1):
-            y = n_lm[l, m] * e
-            out[:, l * l + l + m] = y
-            if m:
-                out[:, l * l + l - m] = sign * np.conj(y)
+    e = np.exp(1j * np.outer(phi, np.arange(L + 1)))  # e^{imφ}, (n, L+1)
+    # sin θ ≥ 0 on [0, π]; computing it directly (not sqrt(1 − cos²)) keeps full precision near the poles
+    for m, p in legendre_by_order(np.cos(theta), np.sin(theta), L):
+        ls = np.arange(m, L + 1)
+        block = p.T * e[:, m : m + 1]
+        out[:, ls * ls + ls + m] = block
+        if m:
+            out[:, ls * ls + ls - m] = (-1.0) ** m * np.conj(block)
     return out
