@@ -56,6 +56,10 @@ heterogeneity, feature CV; IITH when a cohort reference is given), each lesion's
 the 3D view and as an outline in the slice views (the degree slider re-renders it), the original surfaces,
 and the margin shells TC / TIM / PM5 / PM10 as segments. The recovery curve is shown with the Plots module.
 The lesion segmentation itself is never modified.</p>
+<p><b>Extra phases</b> (optional): further co-registered images of the patient (e.g. DCE-MRI post-contrast
+phases) on the input volume's voxel grid, each a phase named after its volume; with them the features include
+the multi-phase IITH columns <i>iith_&lt;phase&gt;_*</i>, the input volume being the phase named in
+<b>Input volume's phase</b>. RadTyper never resamples: resample a phase onto the input volume first.</p>
 <p><b>Subtype</b>: a model bundle (the one shipped with RadTyper is selected at start) predicts the patient's
 imaging subtype and its probabilities, shown here and in the corner of the slice views with the model's
 provenance. The shipped default model is trained on a <b>synthetic reference cohort</b> (phantoms mimicking
@@ -142,6 +146,9 @@ class RadTyperParameterNode:
     inputSegmentation - One segment per lesion (only read).
     parenchymaSegmentation - Optional organ tissue (e.g. lung) for the margin shells; empty = automatic.
     modality - auto, CT, MR or PET.
+    imagePhase - Phase name of the input volume when extra phase volumes are checked ("" = image). The extra
+        phase volumes themselves are a plain checkable selector read at Compute (no connector binds a node
+        list in Slicer 5.10/5.12), mapped to phases by ``RadTyperMRML.phases``.
     spharmDegree - Maximal SPHARM degree of the shape features.
     regionMode - Margin shells per axial slice (2d, as the paper) or in 3-D.
     computeRadiomics - Add the pyradiomics features.
@@ -160,6 +167,7 @@ class RadTyperParameterNode:
     inputSegmentation: vtkMRMLSegmentationNode
     parenchymaSegmentation: vtkMRMLSegmentationNode
     modality: Annotated[str, Choice(["auto", "CT", "MR", "PET"])] = "auto"
+    imagePhase: str = "image"
     spharmDegree: Annotated[int, WithinRange(1, 15)] = 15
     regionMode: Annotated[str, Choice(["2d", "3d"])] = "2d"
     computeRadiomics: bool = True
@@ -310,8 +318,26 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             radiomics=bool(parameters.computeRadiomics),
         )
 
-    def compute(self, parameters, *, lesions=None, progress=None, shouldCancel=None):
-        """Run the analysis in this process; the result tables go into the parameter node."""
+    @staticmethod
+    def phaseNodes(parameters, phaseVolumes=None) -> dict:
+        """``{phase name: volume node}`` of the extra phase volumes (``RadTyperMRML.phases``; {} = none)."""
+        from RadTyperMRML.phases import phase_nodes_from
+
+        return phase_nodes_from(
+            phaseVolumes,
+            parameters.inputVolume,
+            parameters.imagePhase,
+            radiomics=bool(parameters.computeRadiomics),
+        )
+
+    def compute(self, parameters, *, lesions=None, phaseVolumes=None, progress=None, shouldCancel=None):
+        """Run the analysis in this process; the result tables go into the parameter node.
+
+        ``phaseVolumes``: further co-registered volumes (e.g. DCE-MRI post-contrast phases), each a phase
+        named after its node, the input volume being the phase ``parameters.imagePhase``.
+        """
+        from RadTyperMRML.phases import input_phase_name
+
         outputs = self.analysis.compute(
             parameters.inputVolume,
             parameters.inputSegmentation,
@@ -323,11 +349,15 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             iith_reference=parameters.iithReference,
             progress=progress,
             should_cancel=shouldCancel,
+            phase_nodes=self.phaseNodes(parameters, phaseVolumes),
+            image_phase=input_phase_name(parameters.imagePhase),
         )
         return self._adopt(parameters, outputs)
 
-    def startJob(self, parameters, *, lesions=None, python=None):
-        """Start the analysis in a background process (``RadTyperLib.jobs.BackgroundJob``)."""
+    def startJob(self, parameters, *, lesions=None, phaseVolumes=None, python=None):
+        """Start the analysis in a background process (``RadTyperLib.jobs.BackgroundJob``); see compute."""
+        from RadTyperMRML.phases import input_phase_name
+
         return self.analysis.start_job(
             parameters.inputVolume,
             parameters.inputSegmentation,
@@ -337,6 +367,8 @@ class RadTyperLogic(ScriptedLoadableModuleLogic):
             lesions=lesions,
             keep_going=parameters.keepGoing,
             python=python,
+            phase_nodes=self.phaseNodes(parameters, phaseVolumes),
+            image_phase=input_phase_name(parameters.imagePhase),
         )
 
     def loadJob(self, parameters, job):

@@ -58,6 +58,7 @@ BINDABLE = {
     "QComboBox": "Choice",
     "QCheckBox": "bool",
     "ctkPathLineEdit": "str",  # RadTyper's connector: "" = unset (Slicer's pathlib.Path one shows ".")
+    "QLineEdit": "str",
 }
 #: Packages whose code must stay Qt-free (tested with plain pytest and slicer-core).
 QT_FREE_FILES = sorted(

@@ -83,6 +83,9 @@ def test_parameter_nodes_bind_every_parameter_with_slicers_own_wrapper(release):
     lesions = report["RadTyperLesions"]["bindings"]
     assert lesions["seedPoints"][0] == "qSlicerSimpleMarkupsWidget"
     assert report["RadTyper"]["bindings"]["spharmDegree"][1].endswith("Connector")
+    # the input volume's phase name is a QLineEdit; the extra phase volumes are not a parameter (no connector
+    # binds a checkable node combobox to a node list in 5.10 or 5.12: a plain widget read at Compute)
+    assert report["RadTyper"]["bindings"]["imagePhase"] == ["QLineEdit", "QLineEditToStrConnector"]
 
 
 # --- (b) build and install with Slicer's CMake macro ------------------------------------------------------

@@ -270,3 +270,58 @@ def test_torch_provider_uses_installed_torch_without_asking(monkeypatch):
     logic.installTorch.return_value = None  # the user declined
     with pytest.raises(ComponentMissingError, match="PyTorch was not installed"):
         ensure_torch()
+
+
+def test_analysis_panel_reads_the_extra_phase_selector_at_compute(panel_env, scene_nodes, monkeypatch):
+    """The checkable phase selector is a plain widget read at Compute; a refused mapping starts nothing."""
+    from RadTyperLib.errors import InputError
+
+    sys.modules.pop("RadTyperSlicerLib.AnalysisWidget", None)
+    module = importlib.import_module("RadTyperSlicerLib.AnalysisWidget")
+    try:
+        monkeypatch.setattr(module, "showTables", mock.Mock())
+        monkeypatch.setattr(module, "setSubtypeViewText", mock.Mock())
+        ui, logic = mock.MagicMock(), mock.MagicMock()
+        logic.analysis.heterogeneity_summary.return_value = []
+        logic.analysis.shown_subtype.return_value = None
+        ui.phaseVolumesSelector.checkedNodes.return_value = []
+        panel = module.AnalysisWidget(ui, logic, lambda name: f"/resources/{name}")
+        ui.phaseVolumesSelector.connect.assert_called_with("checkedNodesChanged()", panel.updatePhaseWidgets)
+        assert ui.imagePhaseLineEdit.enabled is False  # no phase checked: its name is not used
+        post = scene_nodes.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "DCE post 1")
+        ui.phaseVolumesSelector.checkedNodes.return_value = [post]
+        panel.updatePhaseWidgets()
+        assert ui.imagePhaseLineEdit.enabled is True
+        params = types.SimpleNamespace(
+            inputVolume=scene_nodes.volume,
+            inputSegmentation=scene_nodes.seg,
+            imagePhase="pre",
+            computeRadiomics=False,
+            runInBackground=False,
+            subtypeBundle="",
+            showSubtypeInViews=True,
+            lesionTable=None,
+            patientTable=None,
+        )
+        panel.parameterNode = params
+        panel.ensureRequirements = lambda: True
+        panel.applyDisplay = mock.Mock()
+        logic.phaseNodes.return_value = {"DCE-post-1": post}
+        logic.compute.return_value.errors = []
+        panel.onCompute()
+        logic.phaseNodes.assert_called_with(params, [post])
+        assert logic.compute.call_args.kwargs["phaseVolumes"] == [post]
+        assert (
+            ui.statusLabel.text
+            == f"Done. (phases: pre = '{scene_nodes.volume.GetName()}' (input), DCE-post-1 = 'DCE post 1')"
+        )
+        # a refused mapping (e.g. two volumes with one phase name): one message, nothing computed
+        logic.reset_mock()
+        logic.phaseNodes.side_effect = InputError("Phase volumes 'a' and 'b' both get the phase name 'a'")
+        panel.onCompute()
+        logic.compute.assert_not_called()
+        logic.startJob.assert_not_called()
+        assert "both get the phase name" in ui.statusLabel.text
+        panel_env.module.slicer.util.errorDisplay.assert_called()
+    finally:
+        sys.modules.pop("RadTyperSlicerLib.AnalysisWidget", None)

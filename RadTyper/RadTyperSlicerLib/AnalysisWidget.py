@@ -27,6 +27,7 @@ class AnalysisWidget:
         self.busy = False
         self.lastDisplay = None
         self.lastCorner = None
+        self.phasesText = ""
 
         self.ui.progressBar.hide()
         self.ui.cancelButton.hide()
@@ -37,6 +38,8 @@ class AnalysisWidget:
         self.ui.showRecoveryPlotButton.connect("clicked(bool)", self.onShowRecoveryPlot)
         self.ui.showCvTableButton.connect("clicked(bool)", self.onShowCvTable)
         self.ui.predictSubtypeButton.connect("clicked(bool)", self.onPredictSubtype)
+        self.ui.phaseVolumesSelector.connect("checkedNodesChanged()", self.updatePhaseWidgets)
+        self.updatePhaseWidgets()
 
     # --- parameter node -----------------------------------------------------------------------------------
     def setParameterNode(self, parameterNode) -> None:
@@ -65,6 +68,14 @@ class AnalysisWidget:
             return
         self.applyDisplay()
         self.updateResultTexts()
+
+    def phaseVolumes(self) -> list:
+        """The checked extra phase volumes (a plain selector, read at Compute: no connector binds a list)."""
+        return list(self.ui.phaseVolumesSelector.checkedNodes())
+
+    def updatePhaseWidgets(self) -> None:
+        """The input volume's phase name matters only when extra phases are checked."""
+        self.ui.imagePhaseLineEdit.enabled = bool(self.phaseVolumes())
 
     def applyDisplay(self, force: bool = False) -> None:
         """Push degree and visibility settings into the scene (only what changed)."""
@@ -148,13 +159,18 @@ class AnalysisWidget:
             if not ok:
                 return
         self.cancelRequested = False
-        self.ui.statusLabel.text = _("Starting…")
+        self.phasesText = None  # stays None when the phase volumes are refused (the message is shown)
+        with reportErrors(_("Invalid phase volumes."), statusLabel=self.ui.statusLabel):
+            self.phasesText = self.describePhases(p)
+        if self.phasesText is None:
+            return
+        self.ui.statusLabel.text = _("Starting…") + (" (" + self.phasesText + ")" if self.phasesText else "")
         if p.runInBackground:
             from .BackgroundProcess import JobPoller, pythonExecutable
 
             job = None
             with reportErrors(_("Failed to start the analysis."), statusLabel=self.ui.statusLabel):
-                job = self.logic.startJob(p, python=pythonExecutable())
+                job = self.logic.startJob(p, phaseVolumes=self.phaseVolumes(), python=pythonExecutable())
             if job is None:
                 return
             self.setBusy(True)
@@ -164,11 +180,23 @@ class AnalysisWidget:
         try:
             with reportErrors(_("Failed to compute the results."), statusLabel=self.ui.statusLabel):
                 outputs = self.logic.compute(
-                    p, progress=self.onProgressInProcess, shouldCancel=self.shouldCancel
+                    p,
+                    phaseVolumes=self.phaseVolumes(),
+                    progress=self.onProgressInProcess,
+                    shouldCancel=self.shouldCancel,
                 )
                 self.showOutputs(outputs)
         finally:
             self.setBusy(False)
+
+    def describePhases(self, p):
+        """``"phases: pre = 'A' (input), post = 'B'"``, "" without extra phases; InputError when invalid."""
+        from RadTyperMRML.phases import describe_phases, input_phase_name
+
+        phases = self.logic.phaseNodes(p, self.phaseVolumes())
+        if not phases:
+            return ""
+        return describe_phases(phases, p.inputVolume, input_phase_name(p.imagePhase))
 
     def onProgressInProcess(self, fraction: float, message: str) -> None:
         self.onProgress(fraction, message)
@@ -211,7 +239,11 @@ class AnalysisWidget:
 
     def showOutputs(self, outputs) -> None:
         lines = outputs.summary_lines()
-        self.ui.statusLabel.text = _("Done.") + (" " + lines[-1] if outputs.errors else "")
+        self.ui.statusLabel.text = (
+            _("Done.")
+            + (" (" + self.phasesText + ")" if self.phasesText else "")
+            + (" " + lines[-1] if outputs.errors else "")
+        )
         self.applyDisplay(force=True)
         showTables(outputs.lesion_table)
         p = self.parameterNode
