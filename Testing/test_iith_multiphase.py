@@ -200,3 +200,20 @@ def test_features_command_with_two_phases(tmp_path):
         res.stderr.startswith("radtyper: error: phase 'post'") and len(res.stderr.strip().splitlines()) == 1
     )
     assert "does not resample" in res.stderr
+
+
+def test_phases_without_radiomics_are_reported_not_dropped_silently(tmp_path):
+    """--image pre=… --image post=… --no-radiomics: shape/regions computed, a warning names the unused phase."""
+    ph = make_dce_patient(AMPLITUDES[:2], pitch_mm=36.0)
+    p = ph.patient
+    pre = write_image(p.image, tmp_path / "pre.nrrd")
+    post = write_image(p.phases["post"], tmp_path / "post.nrrd")
+    lesions = write_image(p.labels, tmp_path / "lesions.nrrd")
+    out = tmp_path / "features.csv"
+    env = {"PYTHONPATH": str(ROOT / "RadTyper"), "PATH": "/usr/bin:/bin"}
+    cmd = [sys.executable, "-m", "RadTyperLib.cli", "features", "--lesions", str(lesions), "--quiet"]
+    cmd += ["--image", f"pre={pre}", "--image", f"post={post}", "--no-radiomics", "--lesion", "1"]
+    res = subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, res.stderr
+    assert "radtyper: warning: phase(s) post not used" in res.stderr
+    assert not [c for c in pd.read_csv(out).columns if c.startswith("iith_")]

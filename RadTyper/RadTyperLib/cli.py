@@ -288,6 +288,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     )
     if settings.iith_rois and args.no_radiomics:
         raise InputError("--iith-rois needs the pyradiomics features: drop --no-radiomics")
+    if patient.phases and args.no_radiomics:  # the phases feed only the multi-phase IITH (radiomics) columns
+        print(
+            f"radtyper: warning: phase(s) {', '.join(sorted(patient.phases))} not used: the multi-phase IITH "
+            "features need pyradiomics (drop --no-radiomics)",
+            file=sys.stderr,
+        )
 
     def progress(fraction: float, message: str) -> None:
         if not args.quiet:
