@@ -434,7 +434,7 @@ class RadTyperTest(ScriptedLoadableModuleTest):
             shown = logic.analysis.shown_subtype(segmentationNode)
             self.assertIsNotNone(shown)
             self.assertAlmostEqual(sum(shown.probabilities.values()), 1.0, places=3)
-            self.assertEqual(widget.ui.subtypeLabel.text, shown.subtype)
+            self.assertEqual(widget.ui.subtypeLabel.text, shown.label or shown.subtype)
             if slicer.app.layoutManager() is not None:
                 self.assertEqual(sliceCornerText("Red"), shown.annotation)
         self.delayDisplay("Test passed")
