@@ -52,9 +52,9 @@ and the margin shells TC / TIM / PM5 / PM10 as segments. The recovery curve is s
 The lesion segmentation itself is never modified.</p>
 <p><b>Subtype</b>: a model bundle (the one shipped with RadTyper is selected at start) predicts the patient's
 imaging subtype and its probabilities, shown here and in the corner of the slice views with the model's
-provenance. The shipped default model is trained on a <b>synthetic reference cohort</b> (phantoms mimicking
-the four published subtype profiles): it is <b>not the paper's trained model</b> and <b>not for clinical
-use</b>; train your own with <i>radtyper discover</i>.</p>
+provenance; a patient outside the model's domain is marked as such. The shipped default model is built from
+the radiologists' lung-nodule contours of <b>LIDC-IDRI</b> (CT, shape and burden only): it is <b>not the
+paper's trained model</b> and <b>not for clinical use</b>; train your own with <i>radtyper discover</i>.</p>
 <p>Try it on the <i>RadTyper demo patient</i> of the Sample Data module. The first <b>Compute</b> offers to
 install the Python packages RadTyper needs.</p>
 See the <a href="https://github.com/radtyper/SlicerRadTyper">project page</a>.

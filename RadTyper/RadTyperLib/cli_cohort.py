@@ -83,8 +83,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``radtyper predict --model MODEL --features CSV --out CSV``."""
     from .io import atomic_path
-    from .subtypes import predict
     from .subtype_display import subtype_headline
+    from .subtypes import predict
 
     out = Path(args.out)
     if out.suffix.lower() != ".csv":

@@ -87,8 +87,8 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
         return None
     from .cli_cohort import load_consensus
     from .report import cohort_report
-    from .subtypes import load_bundle
     from .subtype_display import subtype_headline
+    from .subtypes import load_bundle
     from .subtypes.model_report import model_sections, prediction_section
 
     model = load_bundle(model_dir)

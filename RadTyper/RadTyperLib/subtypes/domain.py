@@ -5,8 +5,9 @@ A subtype model only knows the kind of lesion it was trained on. Every predictio
 ``domain_note`` (why it is out, or what could not be checked):
 
 * **modality**: the patient's ``modality`` must be one the training patients had (e.g. CT);
-* **site**: the site of the lesion used must be one of the training sites (a lesion whose site is
-  ``unspecified`` cannot be checked: the note says so, and the feature checks decide);
+* **site**: the site of the lesion used must be one of the training sites; when the model knows its sites,
+  a lesion whose site is ``unspecified`` is outside too (it cannot be confirmed: give the site — ``--sites``
+  or the segment's site tag); a model trained without sites does not check them;
 * **feature groups**: every feature group the model uses (``shape``, ``burden``, ``region``) must be present
   for the patient — a group whose values are all missing is never treated as present (no imputation);
 * **feature pipeline**: when the table records the ``feature_pipeline`` that computed it, it must be the
@@ -183,7 +184,8 @@ def check_domain(
         st = site[i]
         if sites:
             if st is None or str(st) in ("", "nan", "None", UNSPECIFIED_SITE):
-                notes[i].append("site not given: not checked")
+                ok[i] = False
+                notes[i].append(f"site not given (model: {', '.join(sites)}; give the lesion's site)")
             elif str(st) not in sites:
                 ok[i] = False
                 notes[i].append(f"site {st} (model: {', '.join(sites)})")

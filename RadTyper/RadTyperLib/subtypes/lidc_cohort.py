@@ -12,7 +12,8 @@ Selection, all seeded and recorded:
 * discovery: **one** reader's contour per nodule (drawn with a generator seeded by ``seed``, the patient
   number and the nodule index, so a nodule keeps its reader whatever else is selected), each nodule its own
   row (patient id
-  = nodule name ``LIDC-IDRI-0001_n0``; ``lidc_patient`` keeps the scan's patient);
+  = nodule name ``LIDC-IDRI-0001_n0``, ``_s1_n0`` for a patient's second scan; ``lidc_patient`` keeps the
+  scan's patient);
 * held-out: **every** reader's contour of every nodule (patient id ``<nodule>_r<reader>``) — to measure
   whether a nodule gets the same subtype whoever drew it.
 
@@ -66,6 +67,12 @@ def _reader_rng(seed: int, patient_id: str, nodule: int) -> np.random.Generator:
     return np.random.default_rng([seed, int(digits), nodule])
 
 
+def nodule_name(patient_id: str, scan: int, nodule: int) -> str:
+    """``<patient>_n<k>`` (as :attr:`RadTyperLib.lidc.LidcNodule.name`) for a patient's first scan,
+    ``<patient>_s<scan>_n<k>`` for its later scans — nodule indexes restart at 0 in every scan."""
+    return f"{patient_id}_n{nodule}" if scan == 0 else f"{patient_id}_s{scan}_n{nodule}"
+
+
 def _jobs(settings: LidcCohortSettings) -> list[dict[str, Any]]:
     """One job per contour to compute (mask, spacing, identification, ratings)."""
     from ..lidc import iter_nodules
@@ -73,7 +80,11 @@ def _jobs(settings: LidcCohortSettings) -> list[dict[str, Any]]:
     disc, held = split_patients(settings)
     sets = {p: "discovery" for p in disc} | {p: "heldout" for p in held}
     jobs: list[dict[str, Any]] = []
+    scans: dict[str, int] = {}
     for nod in iter_nodules(sorted(sets)):
+        if nod.nodule == 0:  # a new scan (a few LIDC patients have two)
+            scans[nod.patient_id] = scans.get(nod.patient_id, -1) + 1
+        name = nodule_name(nod.patient_id, scans[nod.patient_id], nod.nodule)
         if len(nod.readings) < settings.min_readers:
             continue
         if float(np.median([r.diameter_mm for r in nod.readings])) < settings.min_diameter_mm:
@@ -88,9 +99,9 @@ def _jobs(settings: LidcCohortSettings) -> list[dict[str, Any]]:
                 {
                     "mask": r.mask_zyx,
                     "spacing": nod.spacing_xyz,
-                    "lesion": f"{nod.name}_r{r.reader}",
-                    "patient": nod.name if which == "discovery" else f"{nod.name}_r{r.reader}",
-                    "nodule": nod.name,
+                    "lesion": f"{name}_r{r.reader}",
+                    "patient": name if which == "discovery" else f"{name}_r{r.reader}",
+                    "nodule": name,
                     "lidc_patient": nod.patient_id,
                     "reader": r.reader,
                     "n_readers": len(nod.readings),
