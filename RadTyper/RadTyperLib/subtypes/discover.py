@@ -4,22 +4,27 @@ Pipeline (:func:`discover`), each random step seeded from ``seed``:
 
 1. per-patient matrix of the 313 features (:func:`.data.patient_matrix`: largest lesion by default;
    patients without a complete lesion dropped with a warning);
-2. split into a discovery and a validation set (``validation_fraction``, default 0.4 ≈ the paper's
-   676 / 1,682; stratified by ``cancer_type`` when that column exists); with ``validation_fraction=0`` the
-   validation steps are skipped;
+2. split into a discovery and a validation set: whole cohorts with ``validation_cohort`` (a column of the
+   table, e.g. ``cohort``: Wu et al.'s "largest cohort within each cancer type", or the values of
+   ``validation_cohorts``), else random patients (``validation_fraction``, default 0.4 ≈ the paper's
+   676 / 1,682; stratified by ``cancer_type`` when that column exists); with ``validation_fraction=0`` and no
+   cohort the validation steps are skipped; the features are those of ``feature_groups``;
 3. discovery set: z-scores fitted on it, autoencoder trained on it (``embedding="autoencoder"``; or
    ``"none"`` = cluster the z-scores directly), consensus clustering (PAM, 1 − Pearson r, k = 2..10);
    validation set: the same scaler and encoder applied unchanged, its own consensus clustering;
    IGP of the discovery clusters in the validation set (centroids = discovery cluster means in the
    clustering space) with clusterRepro permutation p-values; agreement of the validation's own clusters
-   with the centroid classes (adjusted Rand); "transfer purity": a classifier trained on the discovery
-   patients' raw features and clusters predicts the validation patients, compared with the validation's own
-   clusters at the discovery k;
+   with the centroid classes (adjusted Rand); **purity** as Wu et al.: a classifier trained on the discovery
+   patients' raw features and clusters predicts the validation patients, compared with the validation set's
+   own clusters at its own chosen k (also at the discovery k) — ``purity`` in the result;
 4. final subtypes (``refit_all=True``, the paper's "refined using all patients"): scaler, autoencoder and
    consensus clustering refitted on all patients, k chosen again (or forced with ``k``); with
    ``refit_all=False`` the discovery model is final and validation patients get the classifier's subtype;
-5. classifier (raw features → subtype) on the final labels, cluster purity by repeated stratified 5-fold
-   CV (overall, per subtype, per cancer type), Cramér's V subtype × cancer type (+ χ² p); a
+5. classifier (raw features → subtype) on the final labels; ``label_learnability``: repeated stratified
+   5-fold CV accuracy/purity of that classifier on the final labels (overall, per subtype, per cancer type —
+   the labels were made with every patient, so this says how learnable they are, not whether they
+   reproduce); calibration of its probabilities (:mod:`.calibration`) and the model's domain
+   (:mod:`.domain`); Cramér's V subtype × cancer type (+ χ² p); a
    :class:`~.data.SubtypeWarning` and ``weak_structure: true`` when PAC at the chosen k exceeds ``WEAK_PAC``
    (0.2) or when PAC has no local minimum over k (it only falls as k grows, see :mod:`.consensus`) — e.g.
    for data without cluster structure;
