@@ -106,6 +106,18 @@ def model_sections(model_dir: str | Path, out_dir: str | Path) -> list[Any]:
                 tables=[("Calibration", table)],
             )
         )
+    if (d / "ratings.png").is_file():
+        import shutil
+
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(d / "ratings.png", out / "ratings.png")
+        sections.append(
+            ReportSection(
+                "Subtype model: the radiologists' ratings per subtype",
+                "Mean rating per subtype with the Kruskal–Wallis statistic and p (build of the model).",
+                figures=[(out / "ratings.png", "Ratings per subtype")],
+            )
+        )
     for name, caption in (
         ("ratings_by_subtype.csv", "Radiologists' ratings per subtype (held-out LIDC contours)"),
         ("ratings_tests.csv", "Association of the subtypes with the ratings (Kruskal–Wallis)"),
