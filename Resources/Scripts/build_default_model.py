@@ -17,7 +17,7 @@
 ``--features`` reuses the contour features of an earlier build (``DIR/reference/*.csv.gz`` concatenated, or
 the table of :func:`~RadTyperLib.subtypes.lidc_cohort.lidc_feature_table`) when they were computed by the
 same feature pipeline; otherwise they are recomputed. Same seed and settings → same selection, features and
-subtypes. About 10–15 min on two cores. See ``Resources/Docs/default-subtype-model.md``.
+subtypes. Measured: 955 s on a 2-core machine shared with other jobs. See ``Resources/Docs/default-subtype-model.md``.
 """
 
 from __future__ import annotations
