@@ -62,9 +62,9 @@ the multi-phase IITH columns <i>iith_&lt;phase&gt;_*</i>, the input volume being
 <b>Input volume's phase</b>. RadTyper never resamples: resample a phase onto the input volume first.</p>
 <p><b>Subtype</b>: a model bundle (the one shipped with RadTyper is selected at start) predicts the patient's
 imaging subtype and its probabilities, shown here and in the corner of the slice views with the model's
-provenance. The shipped default model is trained on a <b>synthetic reference cohort</b> (phantoms mimicking
-the four published subtype profiles): it is <b>not the paper's trained model</b> and <b>not for clinical
-use</b>; train your own with <i>radtyper discover</i>.</p>
+provenance; a patient outside the model's domain is marked as such. The shipped default model is built from
+the radiologists' lung-nodule contours of <b>LIDC-IDRI</b> (CT, shape and burden only): it is <b>not the
+paper's trained model</b> and <b>not for clinical use</b>; train your own with <i>radtyper discover</i>.</p>
 <p>Try it on the <i>RadTyper demo patient</i> of the Sample Data module. The first <b>Compute</b> offers to
 install the Python packages RadTyper needs.</p>
 <p>Requires 3D Slicer 5.10 or 5.12 (or the Preview release). Radiomics features need the pyradiomics
@@ -522,7 +522,7 @@ class RadTyperTest(ScriptedLoadableModuleTest):
         shown = logic.analysis.shown_subtype(segmentationNode)
         self.assertIsNotNone(shown)
         self.assertAlmostEqual(sum(shown.probabilities.values()), 1.0, places=3)
-        self.assertEqual(widget.ui.subtypeLabel.text, shown.subtype)
+        self.assertEqual(widget.ui.subtypeLabel.text, shown.label or shown.subtype)
         if slicer.app.layoutManager() is not None:
             self.assertEqual(subtypeViewText("Red"), shown.annotation)
         self.delayDisplay("Test passed")

@@ -129,6 +129,7 @@ def test_demo_writes_a_consistent_patient(tmp_path):
     assert res.returncode == 0, res.stderr
     assert seconds < 120, f"the demo took {seconds:.0f} s"  # ~20 s on one free core
     assert "demo: subtype S" in res.stdout and "report/index.html" in res.stdout
+    assert "OUTSIDE THE MODEL'S DOMAIN" in res.stdout  # the demo patient is not a lung nodule
     for name in (
         "image.nrrd",
         "image_mr.nrrd",
@@ -164,7 +165,9 @@ def _check_demo_subtype_and_report(out: Path) -> None:
     assert model_dir is not None, "the default subtype model is part of the repository"
     model = load_bundle(model_dir)
     sub = pd.read_csv(out / "subtype.csv", dtype={"patient": str})
-    assert list(sub.columns) == ["patient", "subtype", *[f"p_{s}" for s in model.subtypes]]
+    assert list(sub.columns) == [
+        "patient", "subtype", *[f"p_{s}" for s in model.subtypes], "in_domain", "domain_score", "domain_note"
+    ]  # fmt: skip
     assert sub["patient"].tolist() == ["demo"] and sub["subtype"].iloc[0] in model.subtypes
     probs = sub[[f"p_{s}" for s in model.subtypes]].iloc[0]
     assert probs.sum() == pytest.approx(1.0, abs=1e-5) and (probs >= 0).all()
@@ -175,13 +178,18 @@ def _check_demo_subtype_and_report(out: Path) -> None:
     index = out / "report" / "index.html"
     text = index.read_text(encoding="utf-8")
     srcs = re.findall(r'<img src="([^"]+)"', text)
-    for name in ("consensus.png", "consensus_cdf.png", "subtypes.png", "profile.png", "heterogeneity.png"):
+    names = ("consensus.png", "consensus_cdf.png", "subtypes.png", "profile.png", "heterogeneity.png")
+    for name in (*names, "calibration.png"):
         assert name in srcs, name
     assert "figures/recovery_curves.png" in srcs
     for src in srcs:
         png = out / "report" / src
         assert png.is_file() and png.stat().st_size > 5000 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Demo patient: predicted subtype" in text and "not for clinical use" in text
+    # the demo patient (phantoms in liver, bone, lung …) is outside the lung-nodule model: marked as such
+    if not bool(sub["in_domain"].iloc[0]):
+        assert "OUTSIDE THE MODEL&#x27;S DOMAIN" in text or "OUTSIDE THE MODEL'S DOMAIN" in text
+    assert "Brier score" in text
     assert f"<td>{sub['subtype'].iloc[0]}</td>" in text
     labels = pd.read_csv(model_dir / "labels.csv")
     assert f"{len(labels)} patient(s) in {model.k} subtype(s)." in text

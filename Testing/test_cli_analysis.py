@@ -49,7 +49,11 @@ def test_features_table_layout_and_values(features_csv, demo_files):
     assert sum(c.startswith("region_") for c in cols) == 20
     assert not any(c.startswith("radiomics_") for c in cols)
     qc = [c for c in cols if c.startswith("qc_")]
-    assert cols[2 + 313 : 2 + 313 + len(qc)] == qc and cols[-2:] == ["patient", "modality"]
+    assert cols[2 + 313 : 2 + 313 + len(qc)] == qc and cols[-3:] == [
+        "patient",
+        "modality",
+        "feature_pipeline",
+    ]
     assert list(table["lesion"]) == ["lung_1", "liver_1", "node_1"]
     assert list(table["site"]) == ["lung", "liver", "lymph_node"]
     # burden volume = voxel count × voxel volume of the lesion (cleaned mask: these lesions are solid)

@@ -115,7 +115,7 @@ def test_extract_all_lesions_and_logs_failures(cohort):
     assert ref.computed == ["P1", "P2", "P3"] and ref.skipped == [] and ref.failed_patients == ["P4"]
     assert list(t["patient"].unique()) == ["P1", "P2", "P3"]  # manifest order
     assert t.groupby("patient").size().to_dict() == {"P1": 2, "P2": 2, "P3": 2}
-    assert list(t.columns[-3:]) == ["patient", "modality", "cancer_type"]
+    assert list(t.columns[-4:]) == ["patient", "modality", "feature_pipeline", "cancer_type"]
     assert set(t["cancer_type"]) == {"NSCLC"} and set(t["modality"]) == {"CT"}
     good = t[t["qc_error"] == ""]
     assert len(good) == sum(GOOD_LESIONS.values())

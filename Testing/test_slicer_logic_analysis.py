@@ -381,12 +381,16 @@ def fake_subtypes(monkeypatch, tmp_path):
             raise CoreInputError(f"the feature table lacks {', '.join(missing)}")
         v = float(features["burden_volume_mm3"].mean())
         p = 1.0 / (1.0 + np.exp(-(v - 2000.0) / 1000.0))
+        inside = bundle.get("inside", True)
         return pd.DataFrame(
             {
                 "patient": [features["patient"].iloc[0]],
                 "subtype": ["S2" if p > 0.5 else "S1"],
                 "p_S1": [1 - p],
                 "p_S2": [p],
+                "in_domain": [inside],
+                "domain_score": [0.8 if inside else 9.0],
+                "domain_note": ["" if inside else "modality MR (model: CT)"],
             }
         )
 
@@ -402,11 +406,16 @@ def fake_subtypes(monkeypatch, tmp_path):
     (other / "model.json").write_text(
         json.dumps({"features": ["radiomics_glcm_Contrast"], "provenance": "x"})
     )
-    return good, other
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "model.json").write_text(
+        json.dumps({"features": ["burden_volume_mm3"], "provenance": "CT only", "inside": False})
+    )
+    return good, other, outside
 
 
 def test_subtype_display(analysed, fake_subtypes):
-    good, other = fake_subtypes
+    good, other, outside = fake_subtypes
     logic, seg = analysed.logic, analysed.seg
     shown = logic.predict_subtype(good, analysed.outputs.lesion_table, segmentation_node=seg)
     volumes = bridge.table_to_dataframe(analysed.outputs.lesion_table)["burden_volume_mm3"]
@@ -421,6 +430,16 @@ def test_subtype_display(analysed, fake_subtypes):
     again = logic.shown_subtype(seg)
     assert again.subtype == shown.subtype and again.probabilities == pytest.approx(shown.probabilities)
     assert bridge.table_to_dataframe(shown.table)["subtype"][0] == shown.subtype
+    assert shown.in_domain and again.in_domain and shown.label == f"{shown.subtype} (p = {max(p, 1 - p):.2f})"
+
+    # outside the model's domain: the subtype is given, marked in the panel, the text and the slice views
+    out = logic.predict_subtype(outside, analysed.outputs.lesion_table, segmentation_node=seg)
+    assert out.subtype == shown.subtype and not out.in_domain
+    mark = "OUTSIDE THE MODEL'S DOMAIN"
+    assert mark in out.annotation and mark in out.label and "modality MR" in out.label
+    assert mark in logic.subtype_annotation(seg) and mark in out.text_node.GetText()
+    again = logic.shown_subtype(seg)
+    assert not again.in_domain and again.label == out.label
 
     with pytest.raises(
         InputError, match="Model bundle 'other': the feature table lacks radiomics_glcm_Contrast"
@@ -480,6 +499,8 @@ def test_subtype_with_a_real_bundle(analysed, tmp_path):
     assert sum(shown.probabilities.values()) == pytest.approx(1.0)
     assert shown.provenance == "test: 40 patients"
     assert logic.subtype_annotation(seg).startswith("RadTyper subtype: large (p = ")
+    # a bundle without a domain description: the subtype is never shown as a bare certainty
+    assert not shown.in_domain and "OUTSIDE THE MODEL'S DOMAIN" in logic.subtype_annotation(seg)
 
     other = _real_bundle(tmp_path / "other", ["radiomics_firstorder_Mean"], "needs radiomics")
     with pytest.raises(
@@ -507,7 +528,9 @@ def test_shipped_subtype_model(analysed):
         assert "Model bundle" in str(exc)
         return
     assert shown.subtype and sum(shown.probabilities.values()) == pytest.approx(1.0, abs=1e-6)
-    assert shown.provenance
+    assert shown.provenance and shown.label.startswith(shown.subtype)
+    # the demo patient's lesions are synthetic phantoms in liver, bone and lung: outside a lung-nodule model
+    assert shown.in_domain == ("OUTSIDE" not in shown.annotation)
 
 
 # --- bad input --------------------------------------------------------------------------------------------

@@ -188,7 +188,11 @@ def add_patient_arguments(parser: argparse.ArgumentParser, *, required: bool = T
         choices=["AUTO", "CT", "MR", "PET"],
         help="image modality: CT, MR, PET or AUTO (default: AUTO = CT when the image holds air/lung HU values)",
     )
-    parser.add_argument("--patient-id", metavar="ID", help="patient identifier (default: image file name)")
+    parser.add_argument(
+        "--patient-id",
+        metavar="ID",
+        help="patient identifier (default: the image file name, or its case folder when the name is generic: STS_001/CT_image.nii.gz → STS_001)",
+    )
 
 
 def parse_images(values: Sequence[str] | str) -> tuple[str, str, dict[str, str]]:

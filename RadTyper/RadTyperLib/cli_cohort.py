@@ -47,6 +47,13 @@ def cmd_discover(args: argparse.Namespace) -> int:
     }
     if args.k is not None:
         settings["k"] = args.k
+    if args.validation_cohort:
+        settings["validation_cohort"] = args.validation_cohort
+        if args.validation_values:
+            settings["validation_cohorts"] = [v for v in args.validation_values.split(",") if v]
+    elif args.validation_values:
+        raise InputError("--validation-values needs --validation-cohort COLUMN")
+    settings["feature_groups"] = [g.strip() for g in args.feature_groups.split(",") if g.strip()]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = discover(args.features, args.out, **settings)
@@ -57,12 +64,27 @@ def cmd_discover(args: argparse.Namespace) -> int:
         f"{', weak structure' if result['weak_structure'] else ''}) from {result['n_patients']} patients "
         f"→ {args.out}"
     )
+    val = result.get("validation") or {}
+    if "purity" in result:
+        held = val.get("held_out_cohorts")
+        where = f"held-out cohort(s) {', '.join(held)}" if held else "validation patients"
+        print(
+            f"discover: purity on the {where} {result['purity']['purity']:.3f} (adjusted Rand "
+            f"{result['purity']['adjusted_rand']:.3f}; their own clustering vs the discovery model's prediction)"
+        )
+    cal = result.get("calibration") or {}
+    if "calibrated" in cal:
+        print(
+            f"discover: probabilities calibrated (temperature {cal['temperature']:.2f}); Brier score "
+            f"{cal['uncalibrated']['brier']:.3f} → {cal['calibrated']['brier']:.3f} on held-out folds"
+        )
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """``radtyper predict --model MODEL --features CSV --out CSV``."""
     from .io import atomic_path
+    from .subtype_display import subtype_headline
     from .subtypes import predict
 
     out = Path(args.out)
@@ -76,7 +98,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     with atomic_path(out) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")
     for _, row in table.iterrows():
-        print(f"predict: patient {row['patient']}: subtype {row['subtype']}")
+        print(f"predict: patient {row['patient']}: subtype {subtype_headline(row.to_dict())}")
     return 0
 
 
@@ -122,6 +144,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         consensus = load_consensus(model_dir)
     if args.clinical and labels is None:
         raise InputError("--clinical needs --model (the subtypes to compare)")
+    sections = []
+    if args.predictions:
+        from .io import read_feature_table
+        from .subtypes.model_report import prediction_section
+
+        sections.append(prediction_section(read_feature_table(args.predictions), "Predicted subtypes"))
+    if args.model:
+        from .subtypes.model_report import model_sections
+
+        sections += model_sections(Path(args.model), Path(args.out))
     html = cohort_report(
         args.out,
         labels=labels,
@@ -133,6 +165,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         features=args.features,
         consensus=consensus,
         heterogeneity=args.heterogeneity,
+        extra_sections=sections,
         seed=args.seed,
     )
     print(f"report: {html}")
@@ -171,11 +204,13 @@ def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "discover",
         help="discover imaging subtypes on a cohort (autoencoder + consensus clustering) → model bundle",
-        description="Per patient (largest lesion by default), standardise the 313 features, encode them "
-        "with an autoencoder 313→150→10 (torch), run consensus clustering (PAM on 1 − Pearson r, 80 %% "
-        "resampling, k = 2…10; PAC and Δ-area), validate with IGP between a discovery and a validation "
-        "split and with cross-validated purity, train the subtype classifier and write the model bundle, "
-        "discovery.json, labels.csv and the consensus matrices into MODEL_DIR.",
+        description="Per patient (largest lesion by default), standardise the features of --feature-groups "
+        "(the 313 by default), encode them with an autoencoder p→150→10 (torch), run consensus clustering "
+        "(PAM on 1 − Pearson r, 80 %% resampling, k = 2…10; PAC and Δ-area), validate on held-out patients "
+        "(random, or whole cohorts with --validation-cohort): IGP, and purity = the held-out set clustered on "
+        "its own vs the discovery model's prediction; train the subtype classifier, calibrate its "
+        "probabilities (out-of-fold temperature scaling), record the model's domain, and write the model "
+        "bundle, discovery.json, labels.csv and the consensus matrices into MODEL_DIR.",
     )
     p.add_argument(
         "features", metavar="FEATURES.csv", help="per-lesion feature table (e.g. cohort features.csv)"
@@ -185,16 +220,43 @@ def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--k", type=int, help="force the number of subtypes (default: chosen by PAC)")
     p.add_argument("--aggregation", choices=["largest", "mean"], default="largest", help="lesions → patient")
     p.add_argument("--validation-fraction", type=float, default=0.4, help="validation split for IGP (0.4)")
-    p.add_argument("--purity-repeats", type=int, default=5, help="repeats of 5-fold purity CV (default 5)")
+    p.add_argument(
+        "--validation-cohort",
+        metavar="COLUMN",
+        help="hold out whole cohorts named by this column of the table (e.g. cohort, site) instead of random "
+        "patients: the largest cohort within each cancer type (Wu et al.), or those of --validation-values; "
+        "the held-out cohort is clustered on its own and compared with the discovery model's prediction (purity)",
+    )
+    p.add_argument(
+        "--validation-values", metavar="V1,V2", help="the cohort(s) to hold out (with --validation-cohort)"
+    )
+    p.add_argument(
+        "--feature-groups",
+        default="shape,burden,region",
+        metavar="GROUPS",
+        help="feature groups the model uses, comma-separated: shape, burden, region (default all three; e.g. "
+        "shape,burden for masks without an image); recorded in the bundle, never imputed when absent",
+    )
+    p.add_argument(
+        "--purity-repeats",
+        type=int,
+        default=5,
+        help="repeats of the 5-fold CV of label_learnability (how well a classifier relearns the final labels; "
+        "default 5)",
+    )
     p.add_argument("--igp-permutations", type=int, default=1000, help="IGP permutations (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.set_defaults(handler=cmd_discover)
 
     p = sub.add_parser(
         "predict",
-        help="predict the subtype of patients with a model bundle",
-        description="Write per patient the columns patient, subtype and one probability column per "
-        "subtype (p_<subtype>). The features must be those the model was trained on.",
+        help="predict the subtype of patients with a model bundle (with a domain check)",
+        description="Write per patient the columns patient, subtype, one calibrated probability column per "
+        "subtype (p_<subtype>), in_domain (true/false: is the patient like the model's training patients — "
+        "modality, site, feature groups, feature pipeline, size range and a k-nearest-neighbour distance), "
+        "domain_score (higher = further out; the threshold is in the bundle's model.json) and domain_note (why "
+        "a patient is out). A subtype outside the domain is still given, but marked. The features must be "
+        "those the model was trained on; a table with two inputs under one patient id is refused.",
     )
     p.add_argument("--model", required=True, metavar="MODEL", help="model bundle folder (radtyper discover)")
     p.add_argument("--features", required=True, metavar="CSV", help="per-lesion feature table")
@@ -208,7 +270,9 @@ def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
         "discover folder (consensus matrix and CDF/Δ-area at the chosen k), with --features a subtype "
         "feature heatmap, with --clinical (patient, time, event, covariates) Kaplan–Meier curves with the "
         "log-rank test, a multivariable Cox model and the C-index with a bootstrap CI, and with "
-        "--heterogeneity a 'radtyper heterogeneity' folder (indexes and recovery curves).",
+        "--heterogeneity a 'radtyper heterogeneity' folder (indexes and recovery curves); with --model also the "
+        "model's domain and the calibration of its probabilities (reliability curve, Brier score), with "
+        "--predictions the predicted patients (marked when outside the model's domain).",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--model", metavar="MODEL_DIR", help="a 'radtyper discover' folder")
@@ -219,5 +283,10 @@ def add_cohort_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--covariates", nargs="*", metavar="COL", help="Cox covariates besides the subtype")
     p.add_argument("--categorical", nargs="*", metavar="COL", help="covariates to one-hot encode")
     p.add_argument("--heterogeneity", metavar="DIR", help="a 'radtyper heterogeneity' output folder")
+    p.add_argument(
+        "--predictions",
+        metavar="CSV",
+        help="a 'radtyper predict' table: every patient's subtype, marked when outside the model's domain",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(handler=cmd_report)

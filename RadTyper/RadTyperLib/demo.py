@@ -86,17 +86,16 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
         log("demo: scikit-learn is not installed (pip install 'radtyper[ml]'): subtype and report skipped")
         return None
     from .cli_cohort import load_consensus
-    from .report import ReportSection, cohort_report
+    from .report import cohort_report
+    from .subtype_display import subtype_headline
     from .subtypes import load_bundle
+    from .subtypes.model_report import model_sections, prediction_section
 
     model = load_bundle(model_dir)
     prediction = model.predict(table)
     prediction.to_csv(out / "subtype.csv", index=False, float_format="%.6g")
     row = prediction.iloc[0]
-    log(
-        f"demo: subtype {row['subtype']} (p = {row['p_' + row['subtype']]:.2f}) with the default model "
-        f"(synthetic reference cohort — not the paper's model, not for clinical use)"
-    )
+    log(f"demo: subtype {subtype_headline(row.to_dict())} with the default model (not for clinical use)")
     reference = model_dir / "reference" / "features.csv.gz"
     consensus = load_consensus(model_dir)
     html = cohort_report(
@@ -106,12 +105,12 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
         features=reference if reference.is_file() else None,
         heterogeneity=out / "heterogeneity",
         extra_sections=[
-            ReportSection(
+            prediction_section(
+                prediction,
                 "Demo patient: predicted subtype",
-                f"Subtype of the demo patient (largest lesion) predicted by the default model. "
-                f"{model.provenance}",
-                tables=[("Predicted subtype and class probabilities", prediction)],
-            )
+                f"Subtype of the demo patient (largest lesion) predicted by the default model. {model.provenance}",
+            ),
+            *model_sections(model_dir, out / "report"),
         ],
         title="RadTyper demo report: default subtype model and the demo patient",
     )

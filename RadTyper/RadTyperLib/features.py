@@ -26,8 +26,22 @@ from .shape import BURDEN_FEATURE_NAMES, SHAPE_FEATURE_NAMES, ShapeResult, compu
 #: The 313 features of Wu et al. in table order: 288 shape, 5 burden, 20 regional variation.
 WU_FEATURE_NAMES: tuple[str, ...] = (*SHAPE_FEATURE_NAMES, *BURDEN_FEATURE_NAMES, *REGION_FEATURE_NAMES)
 ID_COLUMNS: tuple[str, ...] = ("lesion", "site")
-TRAILING_COLUMNS: tuple[str, ...] = ("patient", "modality")
+#: Identity of the feature pipeline that computed a row (column ``feature_pipeline``): subtype models store the
+#: identity of their training features and flag predictions from features of another pipeline version.
+FEATURE_PIPELINE_COLUMN = "feature_pipeline"
+#: Version of the shape pipeline (SPHARM surface, spherical map, fit, descriptors). Raise it with every change
+#: that alters the values of the shape or burden features; then rebuild the default subtype model
+#: (``python Resources/Scripts/build_default_model.py``).
+SHAPE_PIPELINE_VERSION = "1"
+TRAILING_COLUMNS: tuple[str, ...] = ("patient", "modality", FEATURE_PIPELINE_COLUMN)
 QC_ERROR = "qc_error"
+
+
+def feature_pipeline_id() -> str:
+    """The value of the ``feature_pipeline`` column: ``radtyper-shape/<SHAPE_PIPELINE_VERSION>``."""
+    return f"radtyper-shape/{SHAPE_PIPELINE_VERSION}"
+
+
 #: A given parenchyma mask is used for a lesion only when it covers at least this fraction of the lesion's
 #: 10 mm margin ring; otherwise (the lesion lies in another organ) the automatic parenchyma is used and
 #: ``qc_parenchyma_off_organ`` = 1.
@@ -160,6 +174,7 @@ def lesion_features(
         QC_ERROR: "",
     }
     row.update({"patient": patient.patient_id, "modality": patient.modality})
+    row[FEATURE_PIPELINE_COLUMN] = feature_pipeline_id()
     return LesionFeatures(les, row, shape, regions)
 
 
@@ -237,6 +252,7 @@ def _failed_row(patient: Patient, les: Lesion, message: str, s: FeatureSettings)
         row.update(dict.fromkeys(iith_feature_names(list(patient.all_phases()), rois), float("nan")))
     row.update({"lesion": les.name, "site": les.site, QC_ERROR: message})
     row.update({"patient": patient.patient_id, "modality": patient.modality})
+    row[FEATURE_PIPELINE_COLUMN] = feature_pipeline_id()
     return row
 
 

@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from .errors import InputError
 from .patient import DEFAULT_PHASE, Lesion, Patient, check_same_geometry
+from .patient_id import default_patient_id
 from .sites import normalize_site
 
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
@@ -536,7 +537,7 @@ def load_patient(
         paren_img = read_image(parenchyma)
         check_same_geometry(img, paren_img, str(image), str(parenchyma))
         paren = sitk.Cast(sitk.NotEqual(paren_img, 0), sitk.sitkUInt8)
-    pid = patient_id or Path(image).name.split(".")[0]
+    pid = patient_id or default_patient_id(image, img)
     mod = guess_modality(img) if modality.lower() == "auto" else modality.upper()
     extra = {str(k): read_image(v) for k, v in (phases or {}).items()}
     extra_mod = {k: (guess_modality(v) if modality.lower() == "auto" else mod) for k, v in extra.items()}

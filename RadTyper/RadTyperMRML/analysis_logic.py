@@ -60,6 +60,7 @@ DEGREE_ARRAY = "RadTyperDegree{:02d}"
 ANNOTATION_ATTRIBUTE = "RadTyper.Annotation"
 PROVENANCE_ATTRIBUTE = "RadTyper.Provenance"
 BUNDLE_ATTRIBUTE = "RadTyper.Bundle"
+LABEL_ATTRIBUTE = "RadTyper.SubtypeLabel"
 
 ROLES = {
     "lesion_table": ("vtkMRMLTableNode", "features"),
@@ -151,6 +152,8 @@ class SubtypeOutputs:
     probabilities: dict[str, float]
     provenance: str
     annotation: str
+    in_domain: bool = False  #: False also when the model gave no domain check
+    label: str = ""  #: the subtype as the panel shows it (marked when outside the model's domain)
 
 
 # --- node bookkeeping -------------------------------------------------------------------------------------
@@ -894,18 +897,23 @@ class AnalysisLogic:
         provenance = self._provenance(bundle, path)
         table = self._table("subtype_table", segmentation_node, prediction.reset_index(drop=True))
         _scene, _name, text_node = self._output("subtype_text", segmentation_node)
-        p = probabilities.get(subtype)
-        headline = f"Subtype {subtype}" + (f" (p = {p:.2f})" if p is not None else "")
-        lines = [headline]
+        from RadTyperLib.subtype_display import in_domain_of, subtype_annotation, subtype_headline
+
+        record = row.to_dict()
+        label = subtype_headline(record)
+        lines = [f"Subtype {label}"]
         lines += [f"  P({k}) = {v:.3f}" for k, v in sorted(probabilities.items(), key=lambda kv: -kv[1])]
         lines += ["", f"Model: {path.name}", provenance]
-        annotation = f"RadTyper subtype: {subtype}" + (f" (p = {p:.2f})" if p is not None else "")
+        annotation = subtype_annotation(record)
         text_node.SetText("\n".join(lines))
         text_node.SetAttribute("RadTyper.Subtype", subtype)
         text_node.SetAttribute(ANNOTATION_ATTRIBUTE, annotation)
         text_node.SetAttribute(PROVENANCE_ATTRIBUTE, provenance)
         text_node.SetAttribute(BUNDLE_ATTRIBUTE, str(path))
-        return SubtypeOutputs(table, text_node, subtype, probabilities, provenance, annotation)
+        text_node.SetAttribute(LABEL_ATTRIBUTE, label)
+        return SubtypeOutputs(
+            table, text_node, subtype, probabilities, provenance, annotation, in_domain_of(record), label
+        )
 
     def shown_subtype(self, segmentation_node: Any) -> SubtypeOutputs | None:
         """The subtype prediction stored in the scene for a lesion segmentation (None when there is none)."""
@@ -913,11 +921,15 @@ class AnalysisLogic:
         table = self.output_node("subtype_table", segmentation_node)
         if text_node is None or table is None or not text_node.GetAttribute("RadTyper.Subtype"):
             return None
+        from RadTyperLib.subtype_display import in_domain_of, subtype_headline
+
         frame = table_to_dataframe(table)
         probabilities = {}
+        record: dict[str, Any] = {"subtype": text_node.GetAttribute("RadTyper.Subtype")}
         if len(frame):
             row = frame.iloc[0]
             probabilities = {str(c)[2:]: float(row[c]) for c in frame.columns if str(c).startswith("p_")}
+            record = row.to_dict()
         return SubtypeOutputs(
             table,
             text_node,
@@ -925,6 +937,8 @@ class AnalysisLogic:
             probabilities,
             text_node.GetAttribute(PROVENANCE_ATTRIBUTE) or "",
             text_node.GetAttribute(ANNOTATION_ATTRIBUTE) or "",
+            in_domain_of(record),
+            text_node.GetAttribute(LABEL_ATTRIBUTE) or subtype_headline(record),
         )
 
     def subtype_annotation(self, segmentation_node: Any) -> str:

@@ -113,7 +113,7 @@ class AnalysisWidget:
             self.ui.subtypeProvenanceLabel.text = ""
             corner = ""
         else:
-            self.ui.subtypeLabel.text = shown.subtype
+            self.ui.subtypeLabel.text = shown.label or shown.subtype
             self.ui.subtypeProbabilitiesLabel.text = ", ".join(
                 f"{k}: {v:.2f}" for k, v in sorted(shown.probabilities.items(), key=lambda kv: -kv[1])
             )

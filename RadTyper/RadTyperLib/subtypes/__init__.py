@@ -13,7 +13,12 @@ need them (torch only to train or load the autoencoder, never to predict). Modul
 * :mod:`.discover` — :func:`discover`, the whole analysis of a feature table into a model directory;
 * :mod:`.profile` — :func:`subtype_profile`, the per-subtype summary of Wu et al. Fig. 3c (burden, margin
   sharpness, irregularity, symmetry);
-* :mod:`.reference` — the synthetic reference cohort (four profiles after the paper's subtypes);
+* :mod:`.reference` — the synthetic reference cohort (four profiles after the paper's subtypes; a test
+  fixture: :func:`.default_model.build_synthetic_model`);
+* :mod:`.calibration` — out-of-fold temperature scaling, Brier score, reliability curve;
+* :mod:`.domain` — the model's domain and the per-patient check (``in_domain``, ``domain_score``);
+* :mod:`.model_report` — report sections (domain, calibration figure, predicted patients);
+* :mod:`.lidc_cohort` — the LIDC-IDRI nodule cohort of the default model (selection, shape features);
 * :mod:`.default_model` — the model shipped in ``RadTyperLib/data/default_subtype_model``:
   :func:`default_model_path`, :func:`load_default_model`, :data:`DEFAULT_MODEL_PROVENANCE`,
   :func:`build_default_model`.

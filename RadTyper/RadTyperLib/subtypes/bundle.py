@@ -24,8 +24,14 @@ recorded parameters and seed, on the same patient matrix — no pickle is loaded
 The autoencoder is loaded lazily (torch is needed for it, never for :meth:`SubtypeModel.predict`).
 
 Prediction uses the classifier on the raw features, aggregated per patient like training; the output
-columns are ``patient``, ``subtype``, then ``p_<subtype>`` for every subtype in ``subtypes`` order (e.g.
-``p_S1`` … ``p_S4``).
+columns are ``patient``, ``subtype``, ``p_<subtype>`` for every subtype in ``subtypes`` order (e.g.
+``p_S1`` … ``p_S4``; calibrated by the bundle's temperature, :mod:`.calibration`), then ``in_domain``
+(true/false), ``domain_score`` (higher = further from the training patients; the threshold is in
+``model.json``) and ``domain_note`` (why a patient is out, or what could not be checked; :mod:`.domain`).
+``model.json`` also declares the ``feature_groups`` the model uses (``shape``, ``burden``, ``region``), the
+``feature_pipeline`` that computed its training features, the ``domain`` and the ``calibration``
+(temperature, Brier score, reliability curve). ``domain_reference.npy`` holds the training patients'
+z-scores for the domain check.
 """
 
 from __future__ import annotations
@@ -54,8 +60,12 @@ from .data import (
     Scaler,
     SubtypeWarning,
     check_feature_columns,
+    check_one_input_per_patient,
+    feature_groups_of,
+    patient_ids,
     patient_matrix,
 )
+from .domain import DOMAIN_REFERENCE_FILE
 
 FORMAT_NAME = "radtyper-subtype-model"
 FORMAT_VERSION = 1
@@ -130,8 +140,12 @@ class SubtypeModel:
     created: str = ""
     radtyper_version: str = ""
     sklearn_version: str = ""
+    domain: dict | None = None
+    calibration: dict | None = None
+    feature_pipeline: str | None = None
     directory: Path | None = None
     _autoencoder_state: dict[str, np.ndarray] | None = None
+    _domain_reference: np.ndarray | None = None
 
     @property
     def k(self) -> int:
@@ -141,22 +155,94 @@ class SubtypeModel:
     def probability_columns(self) -> list[str]:
         return [PROBABILITY_PREFIX + s for s in self.subtypes]
 
+    @property
+    def feature_groups(self) -> dict[str, list[str]]:
+        """The model's features per group (``shape``, ``burden``, ``region``): the groups it uses."""
+        return feature_groups_of(self.feature_names)
+
+    @property
+    def temperature(self) -> float:
+        """Temperature of the probability calibration (1 = none)."""
+        return float((self.calibration or {}).get("temperature", 1.0))
+
+    @property
+    def domain_reference(self) -> np.ndarray | None:
+        """z-scores of the training patients (``domain_reference.npy``; loaded on first use)."""
+        if self._domain_reference is None and self.domain and self.directory is not None:
+            path = self.directory / self.domain.get("reference_file", DOMAIN_REFERENCE_FILE)
+            if path.is_file():
+                self._domain_reference = np.load(path, allow_pickle=False)
+        return self._domain_reference
+
     # --- prediction ---------------------------------------------------------------------------------------
     def predict(self, features: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
         """Subtype and probabilities per patient (columns ``patient``, ``subtype``, ``p_<subtype>``…)."""
-        table = read_feature_table(features)
-        check_feature_columns(table, self.feature_names, "the subtype model")
-        pm = patient_matrix(table, self.feature_names, self.aggregation, allow_missing=True)
+        from ..features import FEATURE_PIPELINE_COLUMN
+        from .calibration import apply_temperature
         from .classifier import predict_proba
+        from .domain import check_domain
 
+        table = read_feature_table(features)
+        check_one_input_per_patient(table)
+        check_feature_columns(table, self.feature_names, "the subtype model")
+        pm = patient_matrix(
+            table,
+            self.feature_names,
+            self.aggregation,
+            allow_missing=True,
+            meta_columns=("modality", FEATURE_PIPELINE_COLUMN),
+        )
         proba = predict_proba(self.classifier, pm.x, threads=1)
         classes = [str(c) for c in self.classifier.classes_]
         cols = [classes.index(s) for s in self.subtypes]
-        proba = proba[:, cols]
+        proba = apply_temperature(proba[:, cols], self.temperature)
         out = pd.DataFrame({"patient": pm.patients})
         out["subtype"] = [self.subtypes[i] for i in np.argmax(proba, axis=1)]
         for j, name in enumerate(self.probability_columns):
             out[name] = proba[:, j]
+
+        def meta(col: str) -> list[Any]:
+            return list(pm.meta[col]) if col in pm.meta.columns else [None] * len(pm.patients)
+
+        sites = table["site"].astype(str).to_numpy() if "site" in table.columns else None
+        ids = patient_ids(table).to_numpy()
+        site = []
+        for p, src in zip(pm.patients, pm.source_rows, strict=True):
+            if sites is None:
+                site.append(None)
+            elif src >= 0:
+                site.append(sites[src])
+            else:
+                given = [v for v in sites[ids == p] if v not in ("unspecified", "nan")]
+                site.append(given[0] if given else "unspecified")
+        if FEATURE_PIPELINE_COLUMN not in table.columns and self.feature_pipeline:
+            warnings.warn(
+                f"the feature table does not say which pipeline computed it (no column {FEATURE_PIPELINE_COLUMN}); "
+                f"the model needs features of {self.feature_pipeline}",
+                SubtypeWarning,
+                stacklevel=2,
+            )
+        ok, score, note = check_domain(
+            self.domain,
+            self.domain_reference,
+            self.scaler.transform(pm.x),
+            pm.x,
+            self.feature_names,
+            self.feature_groups,
+            modality=meta("modality"),
+            site=site,
+            pipeline=meta(FEATURE_PIPELINE_COLUMN),
+        )
+        out["in_domain"] = ok
+        out["domain_score"] = score
+        out["domain_note"] = note
+        if (~ok).any():
+            warnings.warn(
+                f"{int((~ok).sum())} of {len(ok)} patients lie outside the model's domain "
+                f"({_short(out.loc[~ok, 'patient'].tolist())}): their subtype is not reliable",
+                SubtypeWarning,
+                stacklevel=2,
+            )
         return out
 
     # --- embedding (needs the autoencoder) ----------------------------------------------------------------
@@ -189,6 +275,8 @@ class SubtypeModel:
             "aggregation": self.aggregation,
             "embedding": self.embedding,
             "scaler": {"mean": self.scaler.mean, "sd": self.scaler.sd},
+            "feature_groups": list(self.feature_groups),
+            "feature_pipeline": self.feature_pipeline,
             "k": self.k,
             "subtypes": self.subtypes,
             "probability_columns": self.probability_columns,
@@ -203,6 +291,8 @@ class SubtypeModel:
             "autoencoder": None
             if self.embedding == "none"
             else {"file": AUTOENCODER_FILE, **(self.autoencoder_info or {})},
+            "domain": self.domain,
+            "calibration": self.calibration,
             "training": self.training,
             "provenance": self.provenance,
         }
@@ -229,6 +319,14 @@ class SubtypeModel:
             meta["autoencoder"]["torch_version"] = import_torch().__version__
         elif (d / AUTOENCODER_FILE).exists():
             (d / AUTOENCODER_FILE).unlink()
+        if self.domain:
+            ref = self.domain_reference
+            if ref is None:
+                raise InputError("the model has a domain record but no reference z-scores to save")
+            name = self.domain.get("reference_file", DOMAIN_REFERENCE_FILE)
+            with atomic_path(d / name) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, np.asarray(ref, dtype=np.float32), allow_pickle=False)
+            meta["domain"]["sha256"] = sha256_file(d / name)
         write_json(meta, d / MODEL_JSON)
         self.directory = d
         return d
@@ -363,6 +461,13 @@ def load_bundle(path: str | os.PathLike[str] | SubtypeModel, *, refit: bool | No
         sha = (meta.get("autoencoder") or {}).get("sha256")
         if sha and sha256_file(apath) != sha:
             raise InputError(f"{apath}: checksum differs from model.json (file changed or corrupted)")
+    domain = meta.get("domain")
+    if domain:
+        dpath = d / domain.get("reference_file", DOMAIN_REFERENCE_FILE)
+        if not dpath.is_file():
+            raise InputError(f"{d}: domain reference file {dpath.name} missing")
+        if domain.get("sha256") and sha256_file(dpath) != domain["sha256"]:
+            raise InputError(f"{dpath}: checksum differs from model.json (file changed or corrupted)")
     return SubtypeModel(
         feature_names=names,
         aggregation=str(meta["aggregation"]),
@@ -377,6 +482,9 @@ def load_bundle(path: str | os.PathLike[str] | SubtypeModel, *, refit: bool | No
         created=meta.get("created", ""),
         radtyper_version=meta.get("radtyper_version", ""),
         sklearn_version=saved,
+        domain=domain,
+        calibration=meta.get("calibration"),
+        feature_pipeline=meta.get("feature_pipeline"),
         directory=d,
     )
 
@@ -386,6 +494,10 @@ def predict(
 ) -> pd.DataFrame:
     """Subtypes of the patients in a per-lesion feature table with a saved (or in-memory) model."""
     return load_bundle(model).predict(features)
+
+
+def _short(items: list[str], n: int = 8) -> str:
+    return ", ".join(items[:n]) + (f", … ({len(items) - n} more)" if len(items) > n else "")
 
 
 def now_utc() -> str:

@@ -43,6 +43,35 @@ def wu_feature_names() -> tuple[str, ...]:
     return tuple(WU_FEATURE_NAMES)
 
 
+#: Feature groups a subtype model can use: 288 SPHARM shape, 5 burden, 20 regional-variation features.
+FEATURE_GROUPS: tuple[str, ...] = ("shape", "burden", "region")
+
+
+def group_feature_names(groups: Sequence[str] = FEATURE_GROUPS) -> list[str]:
+    """The feature names of the given groups, in table order (see :data:`FEATURE_GROUPS`)."""
+    from ..regions import REGION_FEATURE_NAMES
+    from ..shape import BURDEN_FEATURE_NAMES, SHAPE_FEATURE_NAMES
+
+    by_group = {"shape": SHAPE_FEATURE_NAMES, "burden": BURDEN_FEATURE_NAMES, "region": REGION_FEATURE_NAMES}
+    unknown = [g for g in groups if g not in by_group]
+    if unknown:
+        raise InputError(
+            f"unknown feature group(s) {', '.join(unknown)}: choose from {', '.join(FEATURE_GROUPS)}"
+        )
+    return [f for g in FEATURE_GROUPS if g in groups for f in by_group[g]]
+
+
+def feature_groups_of(names: Sequence[str]) -> dict[str, list[str]]:
+    """The features of ``names`` per group (groups without any member are left out)."""
+    out: dict[str, list[str]] = {}
+    for g in FEATURE_GROUPS:
+        members = set(group_feature_names((g,)))
+        found = [f for f in names if f in members]
+        if found:
+            out[g] = found
+    return out
+
+
 def _short_list(items: Sequence[str], n: int = 12) -> str:
     items = list(items)
     head = ", ".join(items[:n])
@@ -70,6 +99,42 @@ def patient_ids(table: pd.DataFrame) -> pd.Series:
     if ids.isna().any():
         raise InputError(f"{int(ids.isna().sum())} rows have no patient id")
     return ids.astype(str)
+
+
+#: Columns that, where a table has them, name the input a row was computed from.
+SOURCE_COLUMNS: tuple[str, ...] = ("source_image", "image")
+
+
+def check_one_input_per_patient(table: pd.DataFrame) -> None:
+    """InputError when one patient id covers rows of two different inputs.
+
+    Evidence: a lesion name repeated under one patient id (two feature tables of different patients, both
+    named e.g. ``CT_image``, concatenated) or, where the table records it, two source images.
+    """
+    if table.empty:
+        return
+    ids = patient_ids(table)
+    for col in SOURCE_COLUMNS:
+        if col in table.columns:
+            n = pd.DataFrame({"p": ids, "s": table[col].astype(str)}).groupby("p", sort=False)["s"].nunique()
+            bad = n[n > 1]
+            if len(bad):
+                p = str(bad.index[0])
+                srcs = sorted(set(table.loc[ids == p, col].astype(str)))
+                raise InputError(
+                    f"patient id '{p}' covers {len(srcs)} different inputs ({', '.join(srcs[:3])}): give each "
+                    "patient its own id (radtyper features --patient-id ID)"
+                )
+    if "lesion" in table.columns and "patient" in table.columns:
+        dup = pd.DataFrame({"p": ids, "l": table["lesion"].astype(str)}).duplicated()
+        if dup.any():
+            i = int(np.flatnonzero(dup.to_numpy())[0])
+            p, les = ids.iloc[i], table["lesion"].astype(str).iloc[i]
+            raise InputError(
+                f"patient id '{p}' has two rows for lesion '{les}': the table mixes different inputs under one "
+                "patient id (e.g. every case named after a generic file name); give each patient its own id "
+                "(radtyper features --patient-id ID) or remove the duplicate rows"
+            )
 
 
 @dataclass

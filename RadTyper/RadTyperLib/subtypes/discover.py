@@ -4,22 +4,27 @@ Pipeline (:func:`discover`), each random step seeded from ``seed``:
 
 1. per-patient matrix of the 313 features (:func:`.data.patient_matrix`: largest lesion by default;
    patients without a complete lesion dropped with a warning);
-2. split into a discovery and a validation set (``validation_fraction``, default 0.4 ≈ the paper's
-   676 / 1,682; stratified by ``cancer_type`` when that column exists); with ``validation_fraction=0`` the
-   validation steps are skipped;
+2. split into a discovery and a validation set: whole cohorts with ``validation_cohort`` (a column of the
+   table, e.g. ``cohort``: Wu et al.'s "largest cohort within each cancer type", or the values of
+   ``validation_cohorts``), else random patients (``validation_fraction``, default 0.4 ≈ the paper's
+   676 / 1,682; stratified by ``cancer_type`` when that column exists); with ``validation_fraction=0`` and no
+   cohort the validation steps are skipped; the features are those of ``feature_groups``;
 3. discovery set: z-scores fitted on it, autoencoder trained on it (``embedding="autoencoder"``; or
    ``"none"`` = cluster the z-scores directly), consensus clustering (PAM, 1 − Pearson r, k = 2..10);
    validation set: the same scaler and encoder applied unchanged, its own consensus clustering;
    IGP of the discovery clusters in the validation set (centroids = discovery cluster means in the
    clustering space) with clusterRepro permutation p-values; agreement of the validation's own clusters
-   with the centroid classes (adjusted Rand); "transfer purity": a classifier trained on the discovery
-   patients' raw features and clusters predicts the validation patients, compared with the validation's own
-   clusters at the discovery k;
+   with the centroid classes (adjusted Rand); **purity** as Wu et al.: a classifier trained on the discovery
+   patients' raw features and clusters predicts the validation patients, compared with the validation set's
+   own clusters at its own chosen k (also at the discovery k) — ``purity`` in the result;
 4. final subtypes (``refit_all=True``, the paper's "refined using all patients"): scaler, autoencoder and
    consensus clustering refitted on all patients, k chosen again (or forced with ``k``); with
    ``refit_all=False`` the discovery model is final and validation patients get the classifier's subtype;
-5. classifier (raw features → subtype) on the final labels, cluster purity by repeated stratified 5-fold
-   CV (overall, per subtype, per cancer type), Cramér's V subtype × cancer type (+ χ² p); a
+5. classifier (raw features → subtype) on the final labels; ``label_learnability``: repeated stratified
+   5-fold CV accuracy/purity of that classifier on the final labels (overall, per subtype, per cancer type —
+   the labels were made with every patient, so this says how learnable they are, not whether they
+   reproduce); calibration of its probabilities (:mod:`.calibration`) and the model's domain
+   (:mod:`.domain`); Cramér's V subtype × cancer type (+ χ² p); a
    :class:`~.data.SubtypeWarning` and ``weak_structure: true`` when PAC at the chosen k exceeds ``WEAK_PAC``
    (0.2) or when PAC has no local minimum over k (it only falls as k grows, see :mod:`.consensus`) — e.g.
    for data without cluster structure;
@@ -50,7 +55,17 @@ from .autoencoder import AutoencoderModel, AutoencoderSettings, encode, import_t
 from .bundle import SubtypeModel, now_utc, subtype_profiles, write_json
 from .classifier import ClassifierSettings, predict_labels, purity_cv, train_classifier
 from .consensus import DEFAULT_KS, ConsensusResult, consensus_cluster
-from .data import AGGREGATIONS, PatientMatrix, Scaler, SubtypeWarning, patient_matrix
+from .data import (
+    AGGREGATIONS,
+    FEATURE_GROUPS,
+    PatientMatrix,
+    Scaler,
+    SubtypeWarning,
+    check_one_input_per_patient,
+    feature_groups_of,
+    group_feature_names,
+    patient_matrix,
+)
 from .validation import centroids_of, cluster_purity, cramers_v, igp_test
 
 EMBEDDINGS: tuple[str, ...] = ("autoencoder", "none")
@@ -81,10 +96,15 @@ class DiscoverySettings:
     k_rule: str = "pac"
     validation_fraction: float = 0.4
     cancer_type_column: str = "cancer_type"
+    validation_cohort: str | None = None
+    validation_cohorts: Sequence[str] | None = None
+    feature_groups: Sequence[str] = FEATURE_GROUPS
     refit_all: bool = True
     igp_permutations: int = 1000
     purity_folds: int = 5
     purity_repeats: int = 5
+    calibration_folds: int = 5
+    domain_quantile: float = 0.99
     seed: int = 0
     n_jobs: int = 1
     save_consensus: bool = True
@@ -100,10 +120,17 @@ class DiscoverySettings:
             raise InputError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
         if self.reps < 1 or self.igp_permutations < 0 or self.purity_repeats < 0:
             raise InputError("reps must be ≥ 1, igp_permutations and purity_repeats ≥ 0")
+        if not self.feature_groups:
+            raise InputError(f"feature_groups: give at least one of {', '.join(FEATURE_GROUPS)}")
+        group_feature_names(self.feature_groups)  # checks the names
+        if not 0 < self.domain_quantile <= 1:
+            raise InputError(f"domain_quantile must be in (0, 1], got {self.domain_quantile}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["ks"] = [int(k) for k in self.ks]
+        d["feature_groups"] = list(self.feature_groups)
+        d["validation_cohorts"] = None if self.validation_cohorts is None else list(self.validation_cohorts)
         return d
 
 
@@ -205,6 +232,52 @@ def _cluster_space(
     return _Phase(pm, scaler, ae, space, cc, _names(cc.labels[cc.chosen_k]))
 
 
+def _cohort_split(pm: PatientMatrix, s: DiscoverySettings) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Whole cohorts held out (Wu et al.: the largest cohort within each cancer type is the validation set)."""
+    col = str(s.validation_cohort)
+    if col not in pm.meta.columns:
+        raise InputError(f"--validation-cohort {col}: the feature table has no column '{col}'")
+    values = pm.meta[col]
+    if values.isna().any():
+        raise InputError(
+            f"--validation-cohort {col}: {int(values.isna().sum())} patients have no value of '{col}'"
+        )
+    values = values.astype(str)
+    cohorts = values.value_counts()
+    if s.validation_cohorts:
+        held = [str(v) for v in s.validation_cohorts]
+        unknown = [v for v in held if v not in cohorts.index]
+        if unknown:
+            raise InputError(
+                f"--validation-cohort {col}: no patient of cohort(s) {', '.join(unknown)} "
+                f"(cohorts: {', '.join(sorted(cohorts.index))})"
+            )
+    else:
+        ct = s.cancer_type_column
+        held = []
+        if ct in pm.meta.columns and pm.meta[ct].notna().all():
+            types = pm.meta[ct].astype(str)
+            for t in sorted(set(types)):
+                sizes = values[types == t].value_counts()
+                if len(sizes) >= 2:  # the largest cohort of this cancer type (ties: first by name)
+                    best = sorted(sizes.index, key=lambda c: (-sizes[c], c))[0]
+                    held.append(str(best))
+        if not held and len(cohorts) >= 2:
+            held = [sorted(cohorts.index, key=lambda c: (-cohorts[c], c))[0]]
+    held = sorted(set(held))
+    if not held:
+        raise InputError(
+            f"--validation-cohort {col}: needs at least 2 cohorts (found {', '.join(cohorts.index)})"
+        )
+    val_mask = values.isin(held).to_numpy()
+    if val_mask.all():
+        raise InputError(
+            f"--validation-cohort {col}: every patient is in the held-out cohort(s) {', '.join(held)}"
+        )
+    idx = np.arange(len(pm.patients))
+    return idx[~val_mask], idx[val_mask], sorted(held)
+
+
 def _split(pm: PatientMatrix, s: DiscoverySettings) -> tuple[np.ndarray, np.ndarray, str | None]:
     from sklearn.model_selection import train_test_split
 
@@ -236,18 +309,27 @@ def _crosstab(a: Sequence[Any], b: Sequence[Any]) -> dict[str, dict[str, int]]:
 def _validate(
     table_pm: PatientMatrix, s: DiscoverySettings, progress: Progress | None
 ) -> tuple[dict[str, Any], _Phase, np.ndarray, np.ndarray]:
-    disc_idx, val_idx, strat = _split(table_pm, s)
+    held: list[str] | None = None
+    if s.validation_cohort:
+        disc_idx, val_idx, held = _cohort_split(table_pm, s)
+        strat = None
+    else:
+        disc_idx, val_idx, strat = _split(table_pm, s)
     dpm, vpm = table_pm.subset(disc_idx), table_pm.subset(val_idx)
     disc = _cluster_phase(dpm, s, s.seed + 1, s.k, progress, "discovery")
     vz = disc.scaler.transform(vpm.x)
     vspace = encode(disc.ae.state, vz) if disc.ae is not None else vz
     k_d = disc.cc.chosen_k
     out: dict[str, Any] = {
+        "split": "whole cohorts held out" if held is not None else "random patients",
         "n_discovery": len(disc_idx),
         "n_validation": len(val_idx),
         "stratified_by": strat,
         "discovery": disc.cc.summary(),
     }
+    if held is not None:
+        out["validation_cohort_column"] = s.validation_cohort
+        out["held_out_cohorts"] = held
     if disc.ae is not None:
         out["discovery"]["autoencoder"] = disc.ae.info()
         vrec = ((vz - _reconstruct(disc.ae, vz)) ** 2).mean()
@@ -255,12 +337,13 @@ def _validate(
 
     # validation set clustered on its own (same scaler/encoder, same settings)
     vks = _feasible_ks(len(val_idx), s)
-    val_labels_at_kd = None
+    val_labels_at_kd = val_labels_own = None
     if vks:
         vphase = _cluster_space(
             vpm, disc.scaler, disc.ae, vspace, s, s.seed + 2, None, progress, "validation"
         )
         out["validation"] = vphase.cc.summary()
+        val_labels_own = vphase.labels
         if k_d in vphase.cc.labels:
             val_labels_at_kd = _names(vphase.cc.labels[k_d])
     else:
@@ -290,12 +373,24 @@ def _validate(
     # transfer: classifier trained on discovery predicts validation; compared with validation's own clusters
     clf = train_classifier(dpm.x, disc.labels, s.classifier)
     pred = predict_labels(clf, vpm.x, s.classifier.threads)
-    transfer: dict[str, Any] = {"predicted_sizes": pd.Series(pred).value_counts().sort_index().to_dict()}
+    transfer: dict[str, Any] = {
+        "what": "subtypes predicted by the discovery-trained classifier vs the validation set's own consensus "
+        "clustering at its own chosen k (Wu et al.'s cluster purity)",
+        "predicted_sizes": pd.Series(pred).value_counts().sort_index().to_dict(),
+    }
+    if val_labels_own is not None:
+        transfer.update(cluster_purity(pred, val_labels_own))
+        transfer["adjusted_rand"] = _ari(pred, val_labels_own)
+        transfer["k_validation"] = int(vphase.cc.chosen_k)
     if val_labels_at_kd is not None:
-        transfer.update(cluster_purity(pred, val_labels_at_kd))
-        transfer["adjusted_rand"] = _ari(pred, val_labels_at_kd)
+        transfer["at_discovery_k"] = {
+            "k": int(k_d),
+            "purity": cluster_purity(pred, val_labels_at_kd)["purity"],
+            "adjusted_rand": _ari(pred, val_labels_at_kd),
+        }
     transfer["agreement_with_centroid_classes"] = float(np.mean(pred.astype(str) == classes.astype(str)))
     out["transfer"] = transfer
+    out["predicted"] = pred
     return out, disc, disc_idx, val_idx
 
 
@@ -349,8 +444,24 @@ def discover(
     s = _settings(settings)
     if s.embedding == "autoencoder":
         import_torch()  # fail early with the install hint
+    from ..features import FEATURE_PIPELINE_COLUMN
+
     table = read_feature_table(features)
-    pm = patient_matrix(table, None, s.aggregation, meta_columns=(s.cancer_type_column, "modality"))
+    check_one_input_per_patient(table)
+    names = group_feature_names(s.feature_groups)
+    absent = [g for g in s.feature_groups if not set(group_feature_names((g,))) & set(table.columns)]
+    if absent:
+        have = [g for g in FEATURE_GROUPS if set(group_feature_names((g,))) <= set(table.columns)]
+        raise InputError(
+            f"the feature table has no {', '.join(absent)} features; discover on the groups it has with "
+            f"--feature-groups {','.join(have) or 'shape,burden'}"
+        )
+    meta_cols = tuple(
+        dict.fromkeys(
+            c for c in (s.cancer_type_column, "modality", FEATURE_PIPELINE_COLUMN, s.validation_cohort) if c
+        )
+    )
+    pm = patient_matrix(table, names, s.aggregation, meta_columns=meta_cols)
     out = Path(out_dir)
     result: dict[str, Any] = {
         "radtyper_version": __version__,
@@ -367,9 +478,15 @@ def discover(
     split = pd.DataFrame({"patient": pm.patients, "set": "all"})
     if s.validation_fraction > 0:
         val_info, disc, disc_idx, val_idx = _validate(pm, s, progress)
+        val_info.pop("predicted")
         split.loc[disc_idx, "set"] = "discovery"
         split.loc[val_idx, "set"] = "validation"
         result["validation"] = val_info
+        if "purity" in val_info["transfer"]:
+            result["purity"] = {
+                k: val_info["transfer"][k]
+                for k in ("what", "purity", "per_cluster", "adjusted_rand", "k_validation")
+            }
 
     if s.refit_all or disc is None:
         k_final = s.k
@@ -428,8 +545,10 @@ def discover(
         groups = final_pm.meta[col].to_numpy().astype(str)
     if s.purity_repeats > 0:
         if progress is not None:
-            progress(0.0, "cluster purity (repeated cross-validation)")
-        result["purity"] = purity_cv(
+            progress(0.0, "label learnability (repeated cross-validation)")
+        # how well a classifier relearns the final labels (which every patient helped to make): not a
+        # reproducibility measure — that is the validation purity above
+        result["label_learnability"] = purity_cv(
             final_x,
             final_labels,
             n_splits=s.purity_folds,
@@ -446,7 +565,45 @@ def discover(
 
     import sklearn
 
+    from .calibration import calibrate
+    from .domain import build_domain
+
+    if progress is not None:
+        progress(0.0, "calibrating the probabilities (out-of-fold temperature scaling)")
+    calibration = calibrate(
+        final_x, final_labels, subtypes, s.classifier, folds=s.calibration_folds, seed=s.seed + 6
+    )
+    result["calibration"] = calibration
     z_final = final.scaler.transform(final_x)
+    pipeline = None
+    if FEATURE_PIPELINE_COLUMN in final_pm.meta.columns:
+        pipes = sorted(set(final_pm.meta[FEATURE_PIPELINE_COLUMN].dropna().astype(str)))
+        if len(pipes) > 1:
+            raise InputError(
+                f"the feature table mixes features of several pipelines ({', '.join(pipes)}): recompute them "
+                "with one RadTyper version"
+            )
+        pipeline = pipes[0] if pipes else None
+    sites = None
+    if "site" in table.columns:
+        src = final_pm.source_rows
+        sites = sorted(set(table["site"].astype(str).to_numpy()[src[src >= 0]]))
+    modalities = (
+        sorted(set(final_pm.meta["modality"].dropna().astype(str)))
+        if "modality" in final_pm.meta.columns
+        else None
+    )
+    domain, domain_ref = build_domain(
+        z_final,
+        final_x,
+        list(pm.feature_names),
+        feature_groups_of(pm.feature_names),
+        modalities=modalities,
+        sites=sites,
+        feature_pipeline=pipeline,
+        quantile=s.domain_quantile,
+    )
+    result["domain"] = domain
     model = SubtypeModel(
         feature_names=list(pm.feature_names),
         aggregation=s.aggregation,
@@ -467,11 +624,17 @@ def discover(
         created=result["created"],
         radtyper_version=__version__,
         sklearn_version=sklearn.__version__,
+        domain=domain,
+        calibration=calibration,
+        feature_pipeline=pipeline,
         _autoencoder_state=final.ae.state if final.ae is not None else None,
+        _domain_reference=domain_ref,
     )
     model.save(out)
     result["profiles"] = model.profiles
-    files = ["model.json", "classifier.joblib"] + (["autoencoder.pt"] if s.embedding == "autoencoder" else [])
+    files = ["model.json", "classifier.joblib", "domain_reference.npy"] + (
+        ["autoencoder.pt"] if s.embedding == "autoencoder" else []
+    )
     write_csv(pd.DataFrame({"patient": pm.patients, "subtype": labels_all.astype(str)}), out / "labels.csv")
     write_csv(split, out / "split.csv")
     files += ["labels.csv", "split.csv"]
