@@ -120,14 +120,9 @@ def test_bad_input_gives_one_line_errors(case):
 
 @pytest.mark.slow
 def test_demo_writes_a_consistent_patient(tmp_path):
-    import time
-
     out = tmp_path / "demo-out"
-    start = time.perf_counter()
     res = run("demo", "--out", str(out))
-    seconds = time.perf_counter() - start
     assert res.returncode == 0, res.stderr
-    assert seconds < 120, f"the demo took {seconds:.0f} s"  # ~20 s on one free core
     assert "demo: subtype S" in res.stdout and "report/index.html" in res.stdout
     assert "OUTSIDE THE MODEL'S DOMAIN" in res.stdout  # the demo patient is not a lung nodule
     for name in (

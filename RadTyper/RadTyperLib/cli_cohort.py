@@ -151,9 +151,11 @@ def cmd_report(args: argparse.Namespace) -> int:
 
         sections.append(prediction_section(read_feature_table(args.predictions), "Predicted subtypes"))
     if args.model:
+        from functools import partial
+
         from .subtypes.model_report import model_sections
 
-        sections += model_sections(Path(args.model), Path(args.out))
+        sections.append(partial(model_sections, Path(args.model)))  # figures made inside the staged report
     html = cohort_report(
         args.out,
         labels=labels,

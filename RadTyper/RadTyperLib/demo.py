@@ -85,6 +85,8 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
     except ImportError:
         log("demo: scikit-learn is not installed (pip install 'radtyper[ml]'): subtype and report skipped")
         return None
+    from functools import partial
+
     from .cli_cohort import load_consensus
     from .report import cohort_report
     from .subtype_display import subtype_headline
@@ -110,7 +112,7 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
                 "Demo patient: predicted subtype",
                 f"Subtype of the demo patient (largest lesion) predicted by the default model. {model.provenance}",
             ),
-            *model_sections(model_dir, out / "report"),
+            partial(model_sections, model_dir),  # its figures are made inside the staged report
         ],
         title="RadTyper demo report: default subtype model and the demo patient",
     )

@@ -717,7 +717,9 @@ def write_cohort_report(
       ``profile.csv``, the per-subtype profile of Wu et al. Fig. 3c (burden, margin sharpness, irregularity,
       symmetry; :func:`~RadTyperLib.subtypes.profile.subtype_profile`);
     * ``extra_figures``: other PNGs (``path`` or ``(path, caption)``);
-    * ``extra_sections``: more sections (:class:`ReportSection` or dicts), appended last.
+    * ``extra_sections``: more sections (:class:`ReportSection` or dicts), appended last; an entry may also be
+      a callable ``f(out_dir) -> sections`` that writes its figures into the folder the report is made in
+      (so they stay inside :func:`cohort_report`'s all-or-nothing staging).
 
     Raises:
         InputError: unreadable inputs, clinical-table problems (see :func:`~RadTyperLib.survival.join_clinical`).
@@ -881,7 +883,11 @@ def write_cohort_report(
         sections.append(sec)
     if extra_figures:
         sections.append(ReportSection("Other figures", figures=list(extra_figures)))
-    sections.extend(_as_section(sec) for sec in extra_sections)
+    for sec in extra_sections:
+        if callable(sec):  # writes its figures into the report's own (staging) folder
+            sections.extend(_as_section(made) for made in sec(out))
+        else:
+            sections.append(_as_section(sec))
     if not sections:
         raise InputError(
             "nothing to report: give labels, clinical data, features, consensus or heterogeneity"
