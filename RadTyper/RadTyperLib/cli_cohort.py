@@ -133,7 +133,8 @@ def load_consensus(model_dir: Path) -> dict[str, Any] | None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``radtyper report [--model DIR] [--features CSV] [--clinical CSV] [--heterogeneity DIR] --out DIR``."""
-    from .report import cohort_report
+    from .io import staged_folder
+    from .report import write_cohort_report
 
     labels = consensus = None
     if args.model:
@@ -150,24 +151,28 @@ def cmd_report(args: argparse.Namespace) -> int:
         from .subtypes.model_report import prediction_section
 
         sections.append(prediction_section(read_feature_table(args.predictions), "Predicted subtypes"))
-    if args.model:
-        from .subtypes.model_report import model_sections
+    # all-or-nothing: the model's figures (calibration.png …) and the report are made in one staging folder,
+    # moved into --out only when the whole report succeeded
+    with staged_folder(args.out) as stage:
+        if args.model:
+            from .subtypes.model_report import model_sections
 
-        sections += model_sections(Path(args.model), Path(args.out))
-    html = cohort_report(
-        args.out,
-        labels=labels,
-        clinical=args.clinical,
-        time=args.time,
-        event=args.event,
-        covariates=args.covariates or (),
-        categorical=args.categorical or (),
-        features=args.features,
-        consensus=consensus,
-        heterogeneity=args.heterogeneity,
-        extra_sections=sections,
-        seed=args.seed,
-    )
+            sections += model_sections(Path(args.model), stage)
+        html = write_cohort_report(
+            stage,
+            labels=labels,
+            clinical=args.clinical,
+            time=args.time,
+            event=args.event,
+            covariates=args.covariates or (),
+            categorical=args.categorical or (),
+            features=args.features,
+            consensus=consensus,
+            heterogeneity=args.heterogeneity,
+            extra_sections=sections,
+            seed=args.seed,
+        )
+        html = Path(args.out) / html.relative_to(stage)
     print(f"report: {html}")
     return 0
 

@@ -1,15 +1,13 @@
 """The demo: the embedded synthetic patient run through every analysis RadTyper has.
 
-Outputs are staged in a temporary folder beside ``out_dir`` and moved into place only when every step has
-succeeded, so a failed demo leaves no half-written files.
+Outputs are staged in a temporary folder beside ``out_dir`` (:func:`RadTyperLib.io.staged_folder`) and moved
+into place only when every step has succeeded: a failed demo leaves ``out_dir`` as it was (not even created).
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,13 +125,11 @@ def run_demo(out_dir: str | os.PathLike[str], *, seed: int = 0, log: Log = print
     HTML cohort report: the default model's consensus clustering, features and Fig. 3c profile by subtype,
     the demo patient's subtype and heterogeneity).
     """
-    from .io import write_image, write_patient
+    from .io import staged_folder, write_image, write_patient
     from .phantoms import make_patient
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".radtyper-demo-", dir=out))
-    try:
+    with staged_folder(out) as stage:
         log(f"demo: generating the synthetic patient (seed {seed})")
         ct = make_patient(seed, modality="CT", patient_id="demo")
         mr = make_patient(seed, modality="MR", patient_id="demo")
@@ -142,14 +138,5 @@ def run_demo(out_dir: str | os.PathLike[str], *, seed: int = 0, log: Log = print
         write_lesion_table(ct, stage / "lesions.csv")
         log(f"demo: {len(ct.lesions)} lesions at sites {', '.join(sorted({les.site for les in ct.lesions}))}")
         write_features_and_reconstructions(ct, stage, log)
-
-        written = []
-        for src in sorted(stage.rglob("*")):
-            if src.is_file():
-                dst = out / src.relative_to(stage)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
-                written.append(dst)
-        return written
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        written = [out / src.relative_to(stage) for src in sorted(stage.rglob("*")) if src.is_file()]
+    return written
