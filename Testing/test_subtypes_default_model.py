@@ -241,12 +241,12 @@ def test_no_default_model_is_a_clear_error(monkeypatch):
 
 # --- rebuild (slow) ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_reduced_rebuild_recovers_the_planted_profiles(tmp_path: Path):
     """The synthetic reference model (a test fixture: planted profiles with known truth) on a reduced cohort:
     discovery recovers the planted profiles, the folder is a complete, loadable model, and the Fig. 3c profile
     of the real features with the planted profiles as labels has the designed signs."""
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    pytest.importorskip("torch")
     record = build_synthetic_model(
         tmp_path / "m",
         n_per_profile=20,
