@@ -1,15 +1,18 @@
 """Spread over seeds of the figures asserted by tests whose numbers depend on training / floating-point order.
 
 Tests that train a network or a clustering (Testing/test_unet_train.py, test_subtypes_autoencoder.py,
-test_subtypes_discover.py) are deterministic on one machine (one thread, ``torch.use_deterministic_algorithms``,
-single-threaded BLAS / OpenMP, fixed seeds), but their floating-point order depends on the CPU's vector width,
-so another machine trains another (equally valid) model. Their bounds are therefore set from the spread of
+test_subtypes_discover.py, test_subtypes_cohort_validation.py, the reduced rebuild of
+test_subtypes_default_model.py) are deterministic on one machine (one thread,
+``torch.use_deterministic_algorithms``, single-threaded BLAS / OpenMP, fixed seeds), but their floating-point
+order depends on the CPU's vector width, so another machine trains another (equally valid) model. Their bounds are therefore set from the spread of
 each asserted figure over seeds, measured by this script (table: Resources/Docs/test-spread.md):
 
     PYTHONPATH=RadTyper .venv/bin/python Resources/Scripts/study_test_spread.py --test unet --seeds 0 1 2 3 4
     PYTHONPATH=RadTyper .venv/bin/python Resources/Scripts/study_test_spread.py --test autoencoder
     PYTHONPATH=RadTyper .venv/bin/python Resources/Scripts/study_test_spread.py --test discover
     PYTHONPATH=RadTyper .venv/bin/python Resources/Scripts/study_test_spread.py --test discover-noise
+    PYTHONPATH=RadTyper .venv/bin/python Resources/Scripts/study_test_spread.py --test default-model-reduced
+    PYTHONPATH=RadTyper .venv/bin/python Resources/Scripts/study_test_spread.py --test cohort-validation
 
 Prints one line per seed and the minimum / maximum of every asserted figure.
 """
@@ -110,8 +113,11 @@ def discover_row(seed: int, tmp: Path, cache: dict) -> dict:
         "adjusted_rand": adjusted_rand_score(truth, labels["subtype"]),
         "pac_at_k": res["pac_at_k"],
         "min_igp": min(igp["igp"]),
+        "mean_igp": float(np.mean(igp["igp"])),
         "max_igp_p": float(p.max()),
         "median_igp_p": float(np.median(p)),
+        "n_igp_p_below_0.1": int(np.sum(p < 0.1)),
+        "cramers_p": res["cramers_v"]["p_value"],
         "transfer_purity": res["validation"]["transfer"]["purity"],
         "learnability_min_purity": res["label_learnability"]["purity"]["min"],
         "cramers_v": res["cramers_v"]["cramers_v"],
@@ -138,6 +144,9 @@ def discover_noise_row(seed: int, tmp: Path, cache: dict) -> dict:
     p = np.array([v for v in res["validation"]["igp"]["p_value"] if v is not None], dtype=float)
     return {
         "k": res["k"],
+        "weak_structure": int(res["weak_structure"]),
+        "pac_local_minimum": int(res["consensus"]["pac_local_minimum"]),
+        "discovery_pac_local_minimum": int(res["validation"]["discovery"]["pac_local_minimum"]),
         "min_pac": min(res["consensus"]["pac"].values()),
         "min_pac_discovery": min(res["validation"]["discovery"]["pac"].values()),
         "median_igp_p": float(np.median(p)),
@@ -146,11 +155,69 @@ def discover_noise_row(seed: int, tmp: Path, cache: dict) -> dict:
     }
 
 
+def default_model_reduced_row(seed: int, tmp: Path, cache: dict) -> dict:
+    """Figures of Testing/test_subtypes_default_model.py's reduced rebuild (slow test) with cohort seed ``seed``."""
+    from RadTyperLib.subtypes.default_model import build_synthetic_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        record = build_synthetic_model(
+            tmp / f"m{seed}",
+            n_per_profile=20,
+            seed=seed,
+            reps=100,
+            k=4,
+            discover_settings={"igp_permutations": 200, "purity_repeats": 1},
+            command="study",
+        )
+    agree = record["agreement_with_profiles"]
+    spiculated = next(s for s, p in agree["subtype_to_profile"].items() if p == "P4")
+    return {
+        "adjusted_rand": agree["adjusted_rand"],
+        "matched_fraction": agree["matched_fraction"],
+        "p4_in_its_subtype": agree["table"][spiculated]["P4"],
+    }
+
+
+def cohort_validation_row(seed: int, tmp: Path, cache: dict) -> dict:
+    """Figures of Testing/test_subtypes_cohort_validation.py with data and discovery seed ``seed``."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+    from test_subtypes_cohort_validation import FAST, multi_cohort
+
+    from RadTyperLib.subtypes import discover
+
+    row: dict = {}
+    results = {}
+    for name, held in (("same", (0, 1, 2)), ("new", (0, 1, 3, 4))):
+        table, truth = multi_cohort(held, seed=seed)
+        out = tmp / f"{name}{seed}"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = discover(table, out, validation_cohort="cohort", **{**FAST, "seed": seed})
+        labels = pd.read_csv(out / "labels.csv", dtype={"patient": str}).set_index("patient")["subtype"]
+        row[f"{name}_adjusted_rand"] = adjusted_rand_score(truth, labels.loc[truth.index])
+        results[name] = res
+    same, new = results["same"], results["new"]
+    row["same_k"] = same["k"]
+    row["same_validation_k"] = same["validation"]["validation"]["chosen_k"]
+    row["same_purity"] = same["purity"]["purity"]
+    row["same_purity_adjusted_rand"] = same["purity"]["adjusted_rand"]
+    row["same_transfer_adjusted_rand"] = same["validation"]["transfer"]["at_discovery_k"]["adjusted_rand"]
+    row["new_discovery_k"] = new["validation"]["discovery"]["chosen_k"]
+    row["new_validation_k"] = new["validation"]["validation"]["chosen_k"]
+    row["new_purity"] = new["purity"]["purity"]
+    row["purity_adjusted_rand_drop"] = same["purity"]["adjusted_rand"] - new["purity"]["adjusted_rand"]
+    return row
+
+
 STUDIES = {
     "unet": unet_row,
     "autoencoder": autoencoder_row,
     "discover": discover_row,
     "discover-noise": discover_noise_row,
+    "default-model-reduced": default_model_reduced_row,
+    "cohort-validation": cohort_validation_row,
 }
 
 
