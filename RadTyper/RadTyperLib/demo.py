@@ -84,7 +84,7 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
         log("demo: scikit-learn is not installed (pip install 'radtyper[ml]'): subtype and report skipped")
         return None
     from .cli_cohort import load_consensus
-    from .report import cohort_report
+    from .report import write_cohort_report
     from .subtype_display import subtype_headline
     from .subtypes import load_bundle
     from .subtypes.model_report import model_sections, prediction_section
@@ -96,7 +96,9 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
     log(f"demo: subtype {subtype_headline(row.to_dict())} with the default model (not for clinical use)")
     reference = model_dir / "reference" / "features.csv.gz"
     consensus = load_consensus(model_dir)
-    html = cohort_report(
+    # the whole demo output is staged (run_demo): the model's figures and the report share one folder
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    html = write_cohort_report(
         out / "report",
         labels=model_dir / "labels.csv",
         consensus=consensus,
