@@ -193,7 +193,7 @@ def _check_demo_subtype_and_report(out: Path) -> None:
 
 
 def test_failed_demo_writes_nothing(tmp_path, monkeypatch):
-    """A failure in the middle of the demo leaves the output folder without any file."""
+    """A failure in the middle of the demo leaves no output folder (nor a staging folder) behind."""
     from RadTyperLib import demo
 
     def boom(*_a, **_k):
@@ -202,4 +202,4 @@ def test_failed_demo_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "write_lesion_table", boom)
     with pytest.raises(RuntimeError):
         demo.run_demo(tmp_path / "out", log=lambda _m: None)
-    assert list((tmp_path / "out").iterdir()) == []
+    assert list(tmp_path.iterdir()) == []

@@ -53,8 +53,10 @@ def test_architecture_and_history(trained):
     assert h["train_loss"][-1] < h["train_loss"][0]
     info = model.info()
     assert info["architecture"] == "313-150-10-150-313" and "linear bottleneck" in info["activations"]
-    # a low-rank signal is reconstructed much better than by the mean
-    assert ((reconstruct(model.state, z) - z) ** 2).mean() < 0.5 * ((z - z.mean(0)) ** 2).mean()
+    # a rank-4 signal (variance 4 per entry) + noise (sd 0.3): a 10-d bottleneck reconstructs down to the noise
+    # floor 0.09 / 4.09 = 0.022 of the variance; training seeds 0-9 give 0.021-0.025 (study_test_spread.py
+    # --test autoencoder); bound: 3 × the noise floor (no machine-specific figure)
+    assert ((reconstruct(model.state, z) - z) ** 2).mean() < 0.066 * ((z - z.mean(0)) ** 2).mean()
 
 
 def test_deterministic_and_torch_state_restored(trained):
@@ -83,7 +85,7 @@ def test_numpy_encoder_equals_torch_and_roundtrip(trained, tmp_path):
         ref = lin2(torch.relu(lin0(torch.from_numpy(z.astype(np.float32))))).numpy()
     codes = encode(model.state, z)
     assert codes.shape == (len(z), 10)
-    np.testing.assert_allclose(codes, ref, atol=1e-4)
+    np.testing.assert_allclose(codes, ref, atol=1e-4)  # float64 vs float32 sums; seeds 0-9: ≤ 5.7e-6
     save_state(model.state, tmp_path / "ae.pt")
     loaded = load_state(tmp_path / "ae.pt")
     assert all(np.array_equal(loaded[k], model.state[k]) for k in model.state)

@@ -77,6 +77,7 @@ def test_planted_subtypes_reproduced(same_subtypes, new_subtypes):
     val = res["validation"]
     assert val["discovery"]["chosen_k"] == 3 and val["validation"]["chosen_k"] == 3 and res["k"] == 3
     # the held-out cohort clustered on its own vs the discovery model's prediction (Wu et al.'s purity)
+    # seeds 0-4 (study_test_spread.py --test cohort-validation): purity 0.990-1, adjusted Rand 0.971-1
     assert res["purity"]["purity"] >= 0.95 and res["purity"]["adjusted_rand"] >= 0.9
     assert val["transfer"]["at_discovery_k"]["adjusted_rand"] >= 0.9
 
@@ -86,7 +87,9 @@ def test_purity_drops_with_subtypes_the_discovery_cohorts_lack(same_subtypes, ne
     same, new = same_subtypes[2], new_subtypes[2]
     assert new["validation"]["discovery"]["chosen_k"] == 3  # A + B hold 3 subtypes
     assert new["validation"]["validation"]["chosen_k"] == 4  # C on its own: 4
-    assert new["purity"]["purity"] <= 0.8 < same["purity"]["purity"]
+    assert (
+        new["purity"]["purity"] <= 0.8 < same["purity"]["purity"]
+    )  # seeds 0-4: new 0.557-0.668, drop ≥ 0.495
     assert new["purity"]["adjusted_rand"] <= same["purity"]["adjusted_rand"] - 0.2
 
 

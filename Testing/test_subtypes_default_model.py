@@ -31,8 +31,10 @@ needs_model = pytest.mark.skipif(MODEL is None, reason="no default subtype model
 #: ≥ 0.85 (Wu et al.: 83.5 % automatic vs manual); the shipped model measures 0.843 (356 pairs, 95 % CI about
 #: ±0.04), so the test guards against a clear regression, not the target.
 MIN_READER_AGREEMENT = 0.80
-#: Adjusted Rand index of the synthetic reference model's subtypes with the planted profiles: the reduced rebuild of the slow test (measured 0.81 with seed 0; 0.62 and 0.72 with seeds 1 and 2).
-MIN_ARI_REDUCED = 0.55
+#: Adjusted Rand index of the synthetic reference model's subtypes with the planted profiles: the reduced rebuild
+#: of the slow test. Spread over cohort seeds 0-4 (study_test_spread.py --test default-model-reduced; another
+#: machine's floating-point order acts as another seed): 0.544-0.785 (chance: 0; P2 and P3 overlap by design).
+MIN_ARI_REDUCED = 0.45
 
 
 # --- reference cohort -------------------------------------------------------------------------------------
@@ -241,12 +243,12 @@ def test_no_default_model_is_a_clear_error(monkeypatch):
 
 # --- rebuild (slow) ---------------------------------------------------------------------------------------
 @pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
 def test_reduced_rebuild_recovers_the_planted_profiles(tmp_path: Path):
     """The synthetic reference model (a test fixture: planted profiles with known truth) on a reduced cohort:
     discovery recovers the planted profiles, the folder is a complete, loadable model, and the Fig. 3c profile
     of the real features with the planted profiles as labels has the designed signs."""
-    torch = pytest.importorskip("torch")
-    torch.set_num_threads(1)
+    pytest.importorskip("torch")
     record = build_synthetic_model(
         tmp_path / "m",
         n_per_profile=20,
@@ -259,9 +261,11 @@ def test_reduced_rebuild_recovers_the_planted_profiles(tmp_path: Path):
     assert record["n_patients"] == 80 and record["failed_patients"] == [] and record["k"] == 4
     agree = record["agreement_with_profiles"]
     assert agree["adjusted_rand"] >= MIN_ARI_REDUCED
-    assert agree["matched_fraction"] >= 0.75  # measured 0.925 (seeds 1, 2: 0.79, 0.88)
+    assert agree["matched_fraction"] >= 0.65  # seeds 0-4: 0.750-0.913 (4 balanced profiles: chance ~0.3)
     spiculated = next(s for s, p in agree["subtype_to_profile"].items() if p == "P4")
-    assert agree["table"][spiculated]["P4"] >= 18  # the irregular profile is recovered almost whole
+    assert (
+        agree["table"][spiculated]["P4"] >= 15
+    )  # the irregular profile is recovered almost whole: seeds 17-20
     model = load_bundle(tmp_path / "m")
     assert "not for clinical use" in model.provenance and model.training["default_model"]["seed"] == 0
     truth = pd.read_csv(tmp_path / "m" / "reference" / "truth.csv", dtype={"patient": str})

@@ -59,8 +59,10 @@ def test_planted_subtypes_recovered(planted):
     assert list(labels.columns) == ["patient", "subtype"] and len(labels) == 300
     assert res["k"] == 4 and res["subtypes"] == ["S1", "S2", "S3", "S4"]
     assert res["consensus"]["k_pac"] == 4 and res["consensus"]["pac_local_minimum"] is True
-    assert adjusted_rand_score(truth, labels["subtype"]) >= 0.9
-    assert res["pac_at_k"] < 0.05 and res["weak_structure"] is False
+    # bounds of the planted tests: from the spread over data + discovery seeds 0-4 (study_test_spread.py --test
+    # discover; another machine's floating-point order acts as another seed), Resources/Docs/test-spread.md
+    assert adjusted_rand_score(truth, labels["subtype"]) >= 0.85  # seeds 0-4: 0.931-1
+    assert res["pac_at_k"] < 0.1 and res["weak_structure"] is False  # seeds: ≤ 0.038 (WEAK_PAC 0.2)
     val = res["validation"]
     assert val["n_discovery"] == 180 and val["n_validation"] == 120 and val["stratified_by"] == "cancer_type"
     assert val["discovery"]["chosen_k"] == 4
@@ -68,22 +70,28 @@ def test_planted_subtypes_recovered(planted):
 
 def test_planted_igp_high_and_significant(planted):
     igp = planted[3]["validation"]["igp"]
-    assert min(igp["igp"]) >= 0.8
+    # seeds 0-4: mean IGP 0.852-1 (noise: ≤ 0.482), smallest 0.714-1; median p 0.015-0.118 (noise: ≥ 0.444),
+    # 2-4 of the 4 subtypes with p < 0.1 (120 validation patients: ~30 per subtype)
+    assert np.mean(igp["igp"]) >= 0.75 and min(igp["igp"]) >= 0.5
     p = np.array(igp["p_value"], dtype=float)
-    assert np.all(p < 0.1) and np.median(p) <= 0.05
+    assert np.median(p) <= 0.2 and np.any(p < 0.1)
     assert min(igp["number"]) > 0 and sum(igp["size"]) == 120
 
 
 def test_planted_purity(planted):
     res = planted[3]
     transfer = res["validation"]["transfer"]  # discovery-trained classifier vs validation's own clusters
-    assert transfer["purity"] >= 0.9 and set(transfer["per_cluster"]) == {"S1", "S2", "S3", "S4"}
+    assert transfer["purity"] >= 0.85 and set(transfer["per_cluster"]) == {"S1", "S2", "S3", "S4"}
     assert res["purity"]["purity"] == transfer["purity"] and res["purity"]["k_validation"] == 4
     purity = res["label_learnability"]  # the refit measure, under its honest name
-    assert purity["purity"]["min"] >= 0.9 and purity["n_repeats"] == 2
+    assert (
+        purity["purity"]["min"] >= 0.9 and purity["n_repeats"] == 2
+    )  # seeds 0-4: transfer 0.933-0.992, min 0.957-0.987
     assert set(purity["by_group"]) == {"lung", "breast", "gbm"}
     cv = res["cramers_v"]
-    assert 0 <= cv["cramers_v"] < 0.3 and cv["p_value"] > 0.01 and cv["dof"] == 6
+    assert (
+        0 <= cv["cramers_v"] < 0.3 and cv["p_value"] > 0.01 and cv["dof"] == 6
+    )  # seeds: V ≤ 0.123, p ≥ 0.17
 
 
 def test_planted_files(planted):
@@ -176,16 +184,21 @@ def test_bundle_validation(planted, tmp_path):
 
 
 def test_noise_not_claimed_as_clusters(noise):
+    # Bounds from the spread over data + discovery seeds 0-4 (study_test_spread.py --test discover-noise; another
+    # machine's floating-point order acts as another seed): see Resources/Docs/test-spread.md.
     res = noise
-    assert res["weak_structure"] is True
-    assert min(res["consensus"]["pac"].values()) > 0.2
-    # PAC only falls as k grows (no local minimum): flagged whatever its level at the largest k
-    assert res["consensus"]["pac_local_minimum"] is False and res["k"] == 10
-    assert res["validation"]["discovery"]["pac_local_minimum"] is False
-    assert min(res["validation"]["discovery"]["pac"].values()) > 0.2
+    assert res["weak_structure"] is True  # seeds 0-4: always flagged
+    assert min(res["consensus"]["pac"].values()) > 0.2  # ambiguous at every k (WEAK_PAC); seeds: ≥ 0.258
+    # PAC mostly only falls as k grows (seeds 0, 2, 3, 4: no local minimum → the largest k, flagged whatever its
+    # PAC); a chance local minimum (seed 1: k = 2) is still flagged by its PAC above 0.2
+    if not res["consensus"]["pac_local_minimum"]:
+        assert res["k"] == 10
+    else:
+        assert res["pac_at_k"] > 0.2
+    assert min(res["validation"]["discovery"]["pac"].values()) > 0.15  # 120 patients; seeds: ≥ 0.200
     p = np.array([v for v in res["validation"]["igp"]["p_value"] if v is not None], dtype=float)
-    assert np.median(p) > 0.1 and np.mean(p < 0.05) <= 0.3
-    assert np.mean(res["validation"]["igp"]["igp"]) < 0.7
+    assert np.median(p) > 0.25 and np.mean(p < 0.05) <= 0.4  # seeds: median ≥ 0.444 (planted ≤ 0.118), ≤ 0.2
+    assert np.mean(res["validation"]["igp"]["igp"]) < 0.7  # seeds: ≤ 0.482 (planted: ≥ 0.852)
 
 
 def test_determinism_without_autoencoder(tmp_path):

@@ -7,6 +7,7 @@ written half-way (outputs are written atomically or staged and moved into place 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -323,14 +324,7 @@ def cmd_features(args: argparse.Namespace) -> int:
         reference = perturbed_path(out, "reference")
         if args.perturb_grid == "1mm":  # the unperturbed lesion on the same 1 mm grid: the CCC's reference
             outputs[reference] = tables["original"]
-        elif reference.exists():  # a stale 1 mm reference would be paired with native-grid perturbations
-            reference.unlink()
-    write_rows_csv(out, columns, [r.row for r in results])
-    print(f"features: {len(results)} lesion(s) × {len(columns)} columns → {out}")
-    for path, frame in outputs.items():
-        with atomic_path(path) as tmp:
-            frame.to_csv(tmp, index=False, float_format="%.8g")
-        print(f"features: {len(frame)} lesion(s) × {frame.shape[1]} columns → {path}")
+    records = None
     if args.coefficients:
         from .coefficients import LesionCoefficients, mask_checksum, save_coefficients
 
@@ -341,7 +335,20 @@ def cmd_features(args: argparse.Namespace) -> int:
             for res in results
             if res.shape is not None
         ]
-        save_coefficients(args.coefficients, records)
+    # all-or-nothing over the output files: each is written to a temporary file beside it, and all are moved
+    # into place only once every one is written
+    with contextlib.ExitStack() as stack:
+        write_rows_csv(stack.enter_context(atomic_path(out)), columns, [r.row for r in results])
+        for path, frame in outputs.items():
+            frame.to_csv(stack.enter_context(atomic_path(path)), index=False, float_format="%.8g")
+        if records is not None:
+            save_coefficients(stack.enter_context(atomic_path(args.coefficients)), records)
+    if args.perturb_mm is not None and args.perturb_grid != "1mm" and reference.exists():
+        reference.unlink()  # a stale 1 mm reference would be paired with native-grid perturbations
+    print(f"features: {len(results)} lesion(s) × {len(columns)} columns → {out}")
+    for path, frame in outputs.items():
+        print(f"features: {len(frame)} lesion(s) × {frame.shape[1]} columns → {path}")
+    if records is not None:
         print(f"features: SPHARM coefficients of {len(records)} lesion(s) → {args.coefficients}")
     return 0
 
@@ -512,7 +519,7 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
         load_coefficients,
         mask_checksum,
     )
-    from .io import read_lesions
+    from .io import atomic_path, read_lesions
     from .render import MESH_SUFFIXES, write_mesh
 
     out = Path(args.out)
@@ -552,15 +559,22 @@ def cmd_reconstruct(args: argparse.Namespace) -> int:
             f"lesion '{lesion.name}': coefficients go up to degree {record.degree}, asked {too_high}"
         )
     several = len(args.degree) > 1
-    for d in args.degree:
-        vertices, faces = record.reconstruct(d)
-        path = reconstruction_path(out, d, several)
-        write_mesh(path, vertices, faces)
-        err = record.recon_errors_mm[d - 1]
-        print(
-            f"reconstruct: lesion '{lesion.name}' at degree {d} (coefficients {source}): {len(vertices)} "
-            f"vertices, {len(faces)} triangles (mean surface error {err:.2f} mm) → {path}"
-        )
+    lines = []
+    # all-or-nothing over the degrees: each mesh is written to a temporary file beside its target, and all are
+    # moved into place only once every degree is written (a failure leaves no mesh of this run behind)
+    with contextlib.ExitStack() as stack:
+        for d in args.degree:
+            vertices, faces = record.reconstruct(d)
+            path = reconstruction_path(out, d, several)
+            tmp = stack.enter_context(atomic_path(path))
+            write_mesh(tmp, vertices, faces)
+            err = record.recon_errors_mm[d - 1]
+            lines.append(
+                f"reconstruct: lesion '{lesion.name}' at degree {d} (coefficients {source}): {len(vertices)} "
+                f"vertices, {len(faces)} triangles (mean surface error {err:.2f} mm) → {path}"
+            )
+    for line in lines:
+        print(line)
     return 0
 
 

@@ -1,15 +1,13 @@
 """The demo: the embedded synthetic patient run through every analysis RadTyper has.
 
-Outputs are staged in a temporary folder beside ``out_dir`` and moved into place only when every step has
-succeeded, so a failed demo leaves no half-written files.
+Outputs are staged in a temporary folder beside ``out_dir`` (:func:`RadTyperLib.io.staged_folder`) and moved
+into place only when every step has succeeded: a failed demo leaves ``out_dir`` as it was (not even created).
 """
 
 from __future__ import annotations
 
 import csv
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,7 +86,7 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
     from functools import partial
 
     from .cli_cohort import load_consensus
-    from .report import cohort_report
+    from .report import write_cohort_report
     from .subtype_display import subtype_headline
     from .subtypes import load_bundle
     from .subtypes.model_report import model_sections, prediction_section
@@ -100,7 +98,9 @@ def write_subtype_and_report(table, out: Path, log: Log) -> Path | None:
     log(f"demo: subtype {subtype_headline(row.to_dict())} with the default model (not for clinical use)")
     reference = model_dir / "reference" / "features.csv.gz"
     consensus = load_consensus(model_dir)
-    html = cohort_report(
+    # the whole demo output is staged (run_demo): the model's figures and the report share one folder
+    (out / "report").mkdir(parents=True, exist_ok=True)
+    html = write_cohort_report(
         out / "report",
         labels=model_dir / "labels.csv",
         consensus=consensus,
@@ -129,13 +129,11 @@ def run_demo(out_dir: str | os.PathLike[str], *, seed: int = 0, log: Log = print
     HTML cohort report: the default model's consensus clustering, features and Fig. 3c profile by subtype,
     the demo patient's subtype and heterogeneity).
     """
-    from .io import write_image, write_patient
+    from .io import staged_folder, write_image, write_patient
     from .phantoms import make_patient
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".radtyper-demo-", dir=out))
-    try:
+    with staged_folder(out) as stage:
         log(f"demo: generating the synthetic patient (seed {seed})")
         ct = make_patient(seed, modality="CT", patient_id="demo")
         mr = make_patient(seed, modality="MR", patient_id="demo")
@@ -144,14 +142,5 @@ def run_demo(out_dir: str | os.PathLike[str], *, seed: int = 0, log: Log = print
         write_lesion_table(ct, stage / "lesions.csv")
         log(f"demo: {len(ct.lesions)} lesions at sites {', '.join(sorted({les.site for les in ct.lesions}))}")
         write_features_and_reconstructions(ct, stage, log)
-
-        written = []
-        for src in sorted(stage.rglob("*")):
-            if src.is_file():
-                dst = out / src.relative_to(stage)
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(src, dst)
-                written.append(dst)
-        return written
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+        written = [out / src.relative_to(stage) for src in sorted(stage.rglob("*")) if src.is_file()]
+    return written

@@ -28,7 +28,7 @@ Pipeline (:func:`discover`), each random step seeded from ``seed``:
    :class:`~.data.SubtypeWarning` and ``weak_structure: true`` when PAC at the chosen k exceeds ``WEAK_PAC``
    (0.2) or when PAC has no local minimum over k (it only falls as k grows, see :mod:`.consensus`) — e.g.
    for data without cluster structure;
-6. files in ``out_dir``: the model bundle (:mod:`.bundle`), ``discovery.json`` (everything below),
+6. files in ``out_dir``, all or nothing (staged beside it, moved in when every file is written): the model bundle (:mod:`.bundle`), ``discovery.json`` (everything below),
    ``labels.csv`` (patient, subtype), ``split.csv`` (patient, set), ``consensus/consensus_matrices.npz``
    (final consensus matrix per k, float32, compressed, with the patient order), ``consensus/cdf.csv``
    (k, consensus index, CDF), ``consensus/summary.csv`` (k, PAC, CDF area, Δ-area, cluster sizes).
@@ -50,7 +50,7 @@ import pandas as pd
 
 from .. import __version__
 from ..errors import InputError
-from ..io import atomic_path, read_feature_table, to_jsonable, write_csv
+from ..io import atomic_path, read_feature_table, staged_folder, to_jsonable, write_csv
 from .autoencoder import AutoencoderModel, AutoencoderSettings, encode, import_torch, train_autoencoder
 from .bundle import SubtypeModel, now_utc, subtype_profiles, write_json
 from .classifier import ClassifierSettings, predict_labels, purity_cv, train_classifier
@@ -630,20 +630,26 @@ def discover(
         _autoencoder_state=final.ae.state if final.ae is not None else None,
         _domain_reference=domain_ref,
     )
-    model.save(out)
-    result["profiles"] = model.profiles
-    files = ["model.json", "classifier.joblib", "domain_reference.npy"] + (
-        ["autoencoder.pt"] if s.embedding == "autoencoder" else []
-    )
-    write_csv(pd.DataFrame({"patient": pm.patients, "subtype": labels_all.astype(str)}), out / "labels.csv")
-    write_csv(split, out / "split.csv")
-    files += ["labels.csv", "split.csv"]
-    if s.save_consensus:
-        files += _write_consensus(final.cc, final_pm.patients, out / "consensus")
-    files.append("discovery.json")
-    result["files"] = files
-    result = to_jsonable(result)
-    write_json(result, out / "discovery.json")
+    # all-or-nothing: every file is made in a staging folder and moved into ``out`` only when all succeeded
+    with staged_folder(out) as stage:
+        model.save(stage)
+        result["profiles"] = model.profiles
+        files = ["model.json", "classifier.joblib", "domain_reference.npy"] + (
+            ["autoencoder.pt"] if s.embedding == "autoencoder" else []
+        )
+        write_csv(
+            pd.DataFrame({"patient": pm.patients, "subtype": labels_all.astype(str)}), stage / "labels.csv"
+        )
+        write_csv(split, stage / "split.csv")
+        files += ["labels.csv", "split.csv"]
+        if s.save_consensus:
+            files += _write_consensus(final.cc, final_pm.patients, stage / "consensus")
+        files.append("discovery.json")
+        result["files"] = files
+        result = to_jsonable(result)
+        write_json(result, stage / "discovery.json")
+    if s.embedding != "autoencoder":
+        (out / "autoencoder.pt").unlink(missing_ok=True)  # an earlier autoencoder model's weights
     return result
 
 

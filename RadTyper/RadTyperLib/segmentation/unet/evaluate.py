@@ -39,7 +39,7 @@ from scipy import ndimage
 
 from ...errors import InputError, LesionError
 from ...features import Cancelled, Progress
-from ...io import atomic_path, to_jsonable, write_csv
+from ...io import atomic_path, staged_folder, to_jsonable, write_csv
 
 #: Lesion size classes (manual volume, cm³): (name, lower bound inclusive, upper bound exclusive).
 SIZE_CLASSES: tuple[tuple[str, float, float], ...] = (
@@ -266,6 +266,27 @@ class EvalResult:
 
 
 def evaluate_cohort(
+    model: str | os.PathLike[str] | Any,
+    manifest: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> EvalResult:
+    """Segment every manifest case with the U-Net ``model`` and compare with the manual lesions.
+
+    All or nothing: the files are made in a staging folder beside ``out_dir`` and moved into it only when the
+    whole evaluation succeeded (a failure or cancellation leaves ``out_dir`` as it was). Options and errors: see
+    :func:`_evaluate_into`.
+    """
+    if out_dir is None:
+        return _evaluate_into(model, manifest, None, **options)
+    target = Path(out_dir)
+    with staged_folder(target) as stage:
+        result = _evaluate_into(model, manifest, stage, **options)
+    result.paths = {k: target / p.relative_to(stage) for k, p in result.paths.items()}
+    return result
+
+
+def _evaluate_into(
     model: str | os.PathLike[str] | Any,
     manifest: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,

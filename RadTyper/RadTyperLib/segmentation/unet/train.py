@@ -45,7 +45,7 @@ import numpy as np
 from ...cohort import CaseSpec, read_manifest
 from ...errors import InputError
 from ...features import Cancelled, Progress
-from ...io import atomic_path
+from ...io import atomic_path, staged_folder
 from .bundle import (
     DEFAULT_MAX_TILE_PIXELS,
     DEFAULT_MIN_SIZE_MM3,
@@ -427,13 +427,11 @@ def train_unet(
     )
     out = Path(out_dir)
     check_cancel("before writing")
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "loss_curve": write_loss_curve(history, out / LOSS_CURVE),
-        "history": _write_history(history, out / HISTORY_CSV),
-    }
-    bundle.save(out)  # model.json last
-    paths["model"] = out
+    with staged_folder(out) as stage:  # all-or-nothing: files move into ``out`` once all are written
+        write_loss_curve(history, stage / LOSS_CURVE)
+        _write_history(history, stage / HISTORY_CSV)
+        bundle.save(stage)  # model.json last
+    paths = {"loss_curve": out / LOSS_CURVE, "history": out / HISTORY_CSV, "model": out}
     report(
         1.0,
         f"done: best epoch {best_epoch}" + ("" if val_dice is None else f", validation Dice {val_dice:.3f}"),
