@@ -133,7 +133,9 @@ def load_consensus(model_dir: Path) -> dict[str, Any] | None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``radtyper report [--model DIR] [--features CSV] [--clinical CSV] [--heterogeneity DIR] --out DIR``."""
-    from .report import cohort_report  # all-or-nothing: the report and the model's figures in one staging folder
+    from .report import (
+        cohort_report,  # all-or-nothing: the report and the model's figures in one staging folder
+    )
 
     labels = consensus = None
     if args.model:
