@@ -330,3 +330,36 @@ def test_extract_multiphase_cohort(tmp_path):
     cols = [c for c in t.columns if c.startswith("iith_")]
     assert len(cols) == 2 * 4 * 44 and {c.split("_")[1] for c in cols} == {"pre", "post"}
     assert t[cols].notna().all().all() and len(res.failures) == 0
+
+
+_WORKER_FILE_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from concurrent.futures import ProcessPoolExecutor
+from RadTyperLib import cohort
+ctx = cohort._pool_context("auto")
+with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    got = pool.submit(eval, "__import__('os').path.realpath(__import__('RadTyperLib.cohort').cohort.__file__)")
+    print(ctx.get_start_method(), got.result() == os.path.realpath(cohort.__file__))
+"""
+
+
+@pytest.mark.parametrize("pythonpath", [True, False])
+def test_pool_workers_import_this_radtyperlib(pythonpath):
+    """forkserver (Python < 3.13) ignores a sys.path changed at run time: the pool must then use spawn, never
+    a worker running another copy of RadTyperLib (e.g. an installed one)."""
+    tree = str(Path(__file__).resolve().parents[1] / "RadTyper")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath:
+        env["PYTHONPATH"] = tree
+    out = subprocess.run(
+        [sys.executable, "-c", _WORKER_FILE_SCRIPT, tree],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert out[1] == "True", out
+    if pythonpath and "forkserver" in __import__("multiprocessing").get_all_start_methods():
+        assert out[0] == "forkserver"

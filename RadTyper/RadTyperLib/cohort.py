@@ -516,18 +516,47 @@ WORKER_PRELOAD: tuple[str, ...] = (
 )
 
 
+def _probe_module_file(conn: Any) -> None:
+    """Child side of :func:`_forkserver_usable`: the file this module was imported from."""
+    conn.send(os.path.realpath(__file__))
+    conn.close()
+
+
+@functools.cache
+def _forkserver_usable() -> bool:
+    """Whether a worker forked from this process's forkserver imports this very RadTyperLib.
+
+    Python < 3.13 starts the forkserver with the environment's ``sys.path``, not this process's: where
+    RadTyperLib was put on ``sys.path`` at run time (Slicer, scripts), the forkserver would import another
+    copy or none. One probe process (forked from the preloaded server: milliseconds) settles it.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(WORKER_PRELOAD))  # no effect once this process's forkserver runs
+    try:
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_probe_module_file, args=(child,), daemon=True)
+        proc.start()
+        child.close()
+        got = parent.recv() if parent.poll(60.0) else None
+        proc.join(5.0)
+    except (OSError, EOFError, RuntimeError):
+        return False
+    return got == os.path.realpath(__file__)
+
+
 def _pool_context(mp_context: str) -> Any:
     """The multiprocessing context of the local pool: ``auto`` = ``forkserver`` with :data:`WORKER_PRELOAD`
-    where the platform has it (Linux, macOS), else ``spawn``; any other name is used as given."""
+    where the platform has it (Linux, macOS) and its workers import this RadTyperLib, else ``spawn``; any
+    other name is used as given."""
     import multiprocessing
 
     if mp_context != "auto":
         return multiprocessing.get_context(mp_context)
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(WORKER_PRELOAD))  # no effect once this process's forkserver runs
-    return ctx
+    if "forkserver" in multiprocessing.get_all_start_methods() and _forkserver_usable():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
 
 
 def _clean_stale_temps(out: Path) -> None:
