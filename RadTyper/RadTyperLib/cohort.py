@@ -516,10 +516,16 @@ WORKER_PRELOAD: tuple[str, ...] = (
 )
 
 
-def _probe_module_file(conn: Any) -> None:
-    """Child side of :func:`_forkserver_usable`: the file this module was imported from."""
-    conn.send(os.path.realpath(__file__))
-    conn.close()
+# Child side of :func:`_forkserver_usable`, run by ``exec`` (a builtin: unpickled without importing anything, so a
+# forkserver that cannot import RadTyperLib fails silently here instead of printing a traceback).
+_PROBE = """
+try:
+    import os
+    import RadTyperLib.cohort as _m
+    conn.send(os.path.realpath(_m.__file__))
+except BaseException:
+    conn.send(None)
+"""
 
 
 @functools.cache
@@ -536,7 +542,7 @@ def _forkserver_usable() -> bool:
     ctx.set_forkserver_preload(list(WORKER_PRELOAD))  # no effect once this process's forkserver runs
     try:
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_probe_module_file, args=(child,), daemon=True)
+        proc = ctx.Process(target=exec, args=(_PROBE, {"conn": child}), daemon=True)
         proc.start()
         child.close()
         got = parent.recv() if parent.poll(60.0) else None
