@@ -223,11 +223,36 @@ def test_killed_extraction_resumes_without_recomputing(cohort, tmp_path):
     )
 
 
-def test_two_workers_give_the_same_table(cohort, tmp_path):
-    result = extract_cohort(cohort["manifest"], tmp_path / "w2", settings=SETTINGS, workers=2, quiet=True)
+@pytest.mark.parametrize("workers", [2, 3])
+def test_more_workers_give_the_same_table(cohort, tmp_path, workers):
+    """Bit-identical to the 1-worker run. 2 workers: P1-P3 are whole-patient tasks; 3 workers: P1, P2 whole,
+    P3 split into lesion tasks (the tail), so both kinds of task are compared."""
+    result = extract_cohort(
+        cohort["manifest"], tmp_path / "w", settings=SETTINGS, workers=workers, quiet=True
+    )
     assert result.computed == ["P1", "P2", "P3"]
-    pd.testing.assert_frame_equal(result.features, cohort["reference"].features)
-    pd.testing.assert_frame_equal(result.failures, cohort["reference"].failures)
+    assert result.n_lesions_computed == cohort["reference"].n_lesions_computed == 6
+    pd.testing.assert_frame_equal(result.features, cohort["reference"].features, check_exact=True)
+    pd.testing.assert_frame_equal(result.failures, cohort["reference"].failures, check_exact=True)
+    for name in ("P1", "P2", "P3"):  # the files themselves, byte for byte
+        a = (tmp_path / "w" / "patients" / f"{name}.csv").read_bytes()
+        assert a == (cohort["reference"].paths["patients"] / f"{name}.csv").read_bytes()
+
+
+def test_tasks_run_with_one_thread_and_restore_the_limits():
+    from threadpoolctl import threadpool_info
+
+    from RadTyperLib.cohort import _limited
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(max(2, before))
+    try:
+        with _limited(True):
+            assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == 1
+            assert all(p["num_threads"] == 1 for p in threadpool_info())
+        assert sitk.ProcessObject.GetGlobalDefaultNumberOfThreads() == max(2, before)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
 
 
 def test_dask_cluster_gives_the_same_table(cohort, tmp_path):
@@ -305,3 +330,36 @@ def test_extract_multiphase_cohort(tmp_path):
     cols = [c for c in t.columns if c.startswith("iith_")]
     assert len(cols) == 2 * 4 * 44 and {c.split("_")[1] for c in cols} == {"pre", "post"}
     assert t[cols].notna().all().all() and len(res.failures) == 0
+
+
+_WORKER_FILE_SCRIPT = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from concurrent.futures import ProcessPoolExecutor
+from RadTyperLib import cohort
+ctx = cohort._pool_context("auto")
+with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    got = pool.submit(eval, "__import__('os').path.realpath(__import__('RadTyperLib.cohort').cohort.__file__)")
+    print(ctx.get_start_method(), got.result() == os.path.realpath(cohort.__file__))
+"""
+
+
+@pytest.mark.parametrize("pythonpath", [True, False])
+def test_pool_workers_import_this_radtyperlib(pythonpath):
+    """forkserver (Python < 3.13) ignores a sys.path changed at run time: the pool must then use spawn, never
+    a worker running another copy of RadTyperLib (e.g. an installed one)."""
+    tree = str(Path(__file__).resolve().parents[1] / "RadTyper")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    if pythonpath:
+        env["PYTHONPATH"] = tree
+    out = subprocess.run(
+        [sys.executable, "-c", _WORKER_FILE_SCRIPT, tree],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert out[1] == "True", out
+    if pythonpath and "forkserver" in __import__("multiprocessing").get_all_start_methods():
+        assert out[0] == "forkserver"

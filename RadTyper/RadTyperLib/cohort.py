@@ -34,17 +34,24 @@ Output folder ``DIR``:
   most the patients in progress; a half-written file cannot exist). A patient that could not be loaded is
   retried on the next run. One run at a time per folder.
 
-Parallelism: one task = one lesion of one patient. Workers receive file paths (never images), load the
-patient themselves and keep the last two loaded patients in a per-process cache. BLAS/OpenMP pools are
-limited to one thread per task (threadpoolctl): parallelism is over lesions, and idle OpenBLAS threads
-made single lesions 2-3× slower on a loaded machine. ``workers=1`` runs in this process; ``workers>1`` uses
-a process pool (``spawn`` start method; SimpleITK also limited to one thread per worker); ``dask_address`` sends the same tasks to an existing Dask ``distributed`` cluster (the
-workers need RadTyper installed and the files at the same paths).
+Parallelism: ``workers=1`` runs in this process, one lesion per task, one patient at a time (cancellable
+between lesions). ``workers>1`` uses a local process pool: one task = one whole patient (loaded once, all its
+lesions in order) while at least as many patients are left as workers, then one task per lesion for the last
+ones, so that a patient of many lesions still uses every worker. Workers receive file paths (never images),
+load the patient themselves and keep the last two loaded patients in a per-process cache. The pool starts
+its workers from a ``forkserver`` that imported RadTyper and pyradiomics once (``spawn`` where the platform
+has no forkserver: each worker then imports them itself). Every task runs with one BLAS/OpenMP thread
+(threadpoolctl) and one SimpleITK/ITK thread, in the pool and with ``workers=1`` alike (there the previous
+limits are restored after each task): parallelism is over patients and lesions, idle OpenBLAS threads made
+single lesions 2-3× slower on a loaded machine, and each unit of work uses one core. ``dask_address`` sends
+one task per lesion to an existing Dask ``distributed`` cluster (the workers need RadTyper installed and the
+files at the same paths). The table does not depend on the number of workers (tested: identical values).
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import functools
 import json
@@ -330,14 +337,25 @@ def _reason(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
+@contextlib.contextmanager
 def _limited(limit_threads: bool) -> Any:
-    import contextlib
+    """One BLAS/OpenMP thread and one SimpleITK/ITK thread inside the block (the previous settings after).
 
+    ``workers=1`` runs its tasks in this process (possibly Slicer's): the limits are restored after each task.
+    """
     if not limit_threads:
-        return contextlib.nullcontext()
+        yield
+        return
+    import SimpleITK as sitk
     from threadpoolctl import threadpool_limits
 
-    return threadpool_limits(limits=1)
+    itk_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
 
 
 def plan_task(case: CaseSpec, limit_threads: bool = False) -> dict[str, Any]:
@@ -367,6 +385,16 @@ def lesion_task(
             reason = exc.problem if hasattr(exc, "problem") else _reason(exc)
             les = patient.lesion(lesion)
             return _failed_row(patient, les, reason, settings), reason
+
+
+def patient_task(case: CaseSpec, settings: FeatureSettings, limit_threads: bool = False) -> dict[str, Any]:
+    """Worker task: every lesion of one patient, loaded once → ``{"lesions": [names], "rows": [(row, error)]}``
+    or ``{"error": reason}`` (the patient could not be loaded). Rows are those of :func:`lesion_task`."""
+    plan = plan_task(case, limit_threads)
+    if "error" in plan:
+        return plan
+    plan["rows"] = [lesion_task(case, name, settings, limit_threads) for name in plan["lesions"]]
+    return plan
 
 
 class _InlineExecutor(cf.Executor):
@@ -466,15 +494,75 @@ def _open_executor(
         return client.get_executor(pure=False), client, True
     if workers == 1:  # BLAS limited inside each task too: idle OpenBLAS threads spin and slow small fits
         return _InlineExecutor(), None, True
-    import multiprocessing
-
     executor = cf.ProcessPoolExecutor(
         max_workers=workers,
-        mp_context=multiprocessing.get_context(mp_context),
+        mp_context=_pool_context(mp_context),
         initializer=_init_pool_worker,
         initargs=(True,),
     )
     return executor, None, False
+
+
+# Modules a worker needs for every lesion; the forkserver imports them once and every worker is forked from it
+# (with ``spawn`` each worker imported them itself: 0.5-1 CPU s per worker and run).
+WORKER_PRELOAD: tuple[str, ...] = (
+    "RadTyperLib.cohort",
+    "RadTyperLib.features",
+    "RadTyperLib.pyradiomics_features",
+    "RadTyperLib.iith_features",
+    "radiomics.featureextractor",
+    "skimage.measure",
+    "threadpoolctl",
+)
+
+
+# Child side of :func:`_forkserver_usable`, run by ``exec`` (a builtin: unpickled without importing anything, so a
+# forkserver that cannot import RadTyperLib fails silently here instead of printing a traceback).
+_PROBE = """
+try:
+    import os
+    import RadTyperLib.cohort as _m
+    conn.send(os.path.realpath(_m.__file__))
+except BaseException:
+    conn.send(None)
+"""
+
+
+@functools.cache
+def _forkserver_usable() -> bool:
+    """Whether a worker forked from this process's forkserver imports this very RadTyperLib.
+
+    Python < 3.13 starts the forkserver with the environment's ``sys.path``, not this process's: where
+    RadTyperLib was put on ``sys.path`` at run time (Slicer, scripts), the forkserver would import another
+    copy or none. One probe process (forked from the preloaded server: milliseconds) settles it.
+    """
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(WORKER_PRELOAD))  # no effect once this process's forkserver runs
+    try:
+        parent, child = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=exec, args=(_PROBE, {"conn": child}), daemon=True)
+        proc.start()
+        child.close()
+        got = parent.recv() if parent.poll(60.0) else None
+        proc.join(5.0)
+    except (OSError, EOFError, RuntimeError):
+        return False
+    return got == os.path.realpath(__file__)
+
+
+def _pool_context(mp_context: str) -> Any:
+    """The multiprocessing context of the local pool: ``auto`` = ``forkserver`` with :data:`WORKER_PRELOAD`
+    where the platform has it (Linux, macOS) and its workers import this RadTyperLib, else ``spawn``; any
+    other name is used as given."""
+    import multiprocessing
+
+    if mp_context != "auto":
+        return multiprocessing.get_context(mp_context)
+    if "forkserver" in multiprocessing.get_all_start_methods() and _forkserver_usable():
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
 
 
 def _clean_stale_temps(out: Path) -> None:
@@ -516,7 +604,7 @@ def extract_cohort(
     progress: Progress | None = None,
     quiet: bool = False,
     should_cancel: Callable[[], bool] | None = None,
-    mp_context: str = "spawn",
+    mp_context: str = "auto",
     dask_timeout: float = 20.0,
 ) -> CohortResult:
     """Extract the features of every lesion of every manifest patient into ``out_dir`` (see module docstring).
@@ -525,8 +613,8 @@ def extract_cohort(
     ``quiet=True`` prints nothing). ``should_cancel()`` is polled between tasks: finished patients are kept
     and :class:`~RadTyperLib.features.Cancelled` is raised. ``dask_address``: a scheduler address
     (``tcp://host:8786``) or a ``distributed.Client``. ``mp_context``: the process start method of the local
-    pool (``spawn`` is safe in threaded hosts; inside Slicer set ``multiprocessing.set_executable`` to
-    PythonSlicer first). ``dask_timeout``: seconds to wait for the scheduler.
+    pool (``auto``: ``forkserver`` where available, else ``spawn``; both are safe in threaded hosts; inside
+    Slicer set ``multiprocessing.set_executable`` to PythonSlicer first). ``dask_timeout``: seconds to wait for the scheduler.
 
     Raises:
         InputError: bad manifest, output folder computed with other settings, unreachable Dask scheduler.
@@ -564,10 +652,14 @@ def extract_cohort(
     n_lesion_tasks = 0
     if todo:
         executor, client, limit_in_task = _open_executor(workers, dask_address, mp_context, dask_timeout)
+        # Local pool: one task = one whole patient (loaded once, by one worker) while at least as many patients
+        # are left as there are workers; the last ones are split into lesion tasks so that no worker idles
+        # while another works through a patient of many lesions. Inline and Dask: one task = one lesion.
+        whole_patients = isinstance(executor, cf.ProcessPoolExecutor)
         if isinstance(executor, _InlineExecutor):
             window = 1  # one patient at a time
-        elif dask_address is None:
-            window = 2 * workers
+        elif whole_patients:
+            window = workers + 1  # one patient queued: a worker that finishes starts the next at once
         else:
             window = 2 * max(workers, _dask_threads(client or dask_address))
         pending: dict[cf.Future, tuple[int, str, CaseSpec, str | None]] = {}
@@ -583,7 +675,54 @@ def extract_cohort(
         def fill() -> None:
             while todo and len(pending) < window:
                 c = todo.popleft()
-                pending[executor.submit(plan_task, c, limit_in_task)] = (next(counter), "plan", c, None)
+                if whole_patients and len(todo) + 1 >= workers:
+                    f = executor.submit(patient_task, c, s, limit_in_task)
+                    pending[f] = (next(counter), "patient", c, None)
+                else:
+                    pending[executor.submit(plan_task, c, limit_in_task)] = (next(counter), "plan", c, None)
+
+        def planned(c: CaseSpec, value: dict[str, Any]) -> bool:
+            """Record a patient's lesion names (True), or its failure to load / empty mask (False)."""
+            nonlocal finished
+            if "error" in value:
+                patient_failures[c.patient] = value["error"]
+                finished += 1
+                report(fraction(), f"{c.patient}: FAILED to load: {value['error']}")
+                return False
+            if not value["lesions"]:
+                patient_failures[c.patient] = "no lesion in the mask"
+                finished += 1
+                return False
+            lesion_names[c.patient] = value["lesions"]
+            rows[c.patient] = {}
+            return True
+
+        def take(c: CaseSpec, lesion: str, row: dict[str, Any], error: str) -> None:
+            """One lesion's row; the patient's file is written once all its lesions are in."""
+            nonlocal finished, n_lesion_tasks
+            n_lesion_tasks += 1
+            rows[c.patient][lesion] = (row, error)
+            names = lesion_names[c.patient]
+            status = f"FAILED: {error}" if error else "done"
+            report(
+                fraction(),
+                f"{c.patient}: lesion '{lesion}' {status} ({len(rows[c.patient])}/{len(names)})",
+            )
+            for text in [] if error else qc_warnings(row):  # QC flags on screen, one line each
+                report(fraction(), f"{c.patient}: lesion '{lesion}': warning: {text}")
+            if len(rows[c.patient]) == len(names):
+                got = rows.pop(c.patient)
+                del lesion_names[c.patient]
+                _write_patient_csv(result_path(c), [got[n][0] for n in names])
+                finished += 1
+                computed.append(c.patient)
+                n_failed = sum(1 for n in names if got[n][1])
+                report(
+                    fraction(),
+                    f"{c.patient}: {len(names)} lesion(s)"
+                    + (f", {n_failed} failed" if n_failed else "")
+                    + f" → {result_path(c)}",
+                )
 
         try:
             fill()
@@ -606,46 +745,17 @@ def extract_cohort(
                             f"patients are kept in {pdir}, rerun to continue"
                         ) from exc
                     if kind == "plan":
-                        if "error" in value:
-                            patient_failures[c.patient] = value["error"]
-                            finished += 1
-                            report(fraction(), f"{c.patient}: FAILED to load: {value['error']}")
-                            continue
-                        if not value["lesions"]:
-                            patient_failures[c.patient] = "no lesion in the mask"
-                            finished += 1
-                            continue
-                        lesion_names[c.patient] = value["lesions"]
-                        rows[c.patient] = {}
-                        for name in value["lesions"]:
-                            f = executor.submit(lesion_task, c, name, s, limit_in_task)
-                            pending[f] = (next(counter), "lesion", c, name)
-                        continue
-                    assert lesion is not None
-                    row, error = value
-                    n_lesion_tasks += 1
-                    rows[c.patient][lesion] = (row, error)
-                    names = lesion_names[c.patient]
-                    status = f"FAILED: {error}" if error else "done"
-                    report(
-                        fraction(),
-                        f"{c.patient}: lesion '{lesion}' {status} ({len(rows[c.patient])}/{len(names)})",
-                    )
-                    for text in [] if error else qc_warnings(row):  # QC flags on screen, one line each
-                        report(fraction(), f"{c.patient}: lesion '{lesion}': warning: {text}")
-                    if len(rows[c.patient]) == len(names):
-                        got = rows.pop(c.patient)
-                        del lesion_names[c.patient]
-                        _write_patient_csv(result_path(c), [got[n][0] for n in names])
-                        finished += 1
-                        computed.append(c.patient)
-                        n_failed = sum(1 for n in names if got[n][1])
-                        report(
-                            fraction(),
-                            f"{c.patient}: {len(names)} lesion(s)"
-                            + (f", {n_failed} failed" if n_failed else "")
-                            + f" → {result_path(c)}",
-                        )
+                        if planned(c, value):
+                            for name in value["lesions"]:
+                                f = executor.submit(lesion_task, c, name, s, limit_in_task)
+                                pending[f] = (next(counter), "lesion", c, name)
+                    elif kind == "patient":
+                        if planned(c, value):
+                            for name, (row, error) in zip(value["lesions"], value["rows"], strict=True):
+                                take(c, name, row, error)
+                    else:
+                        assert lesion is not None
+                        take(c, lesion, *value)
                 fill()
         except BaseException:
             if not isinstance(executor, cf.ProcessPoolExecutor):  # the pool cancels its own (Python 3.11:

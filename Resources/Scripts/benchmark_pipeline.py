@@ -2,7 +2,7 @@
 """RadTyper's full per-lesion features against plain pyradiomics, side by side, plus patient and cohort scaling.
 
     python Resources/Scripts/benchmark_pipeline.py [--repeat 3] [--sections lesions,reconstruct,patient,cohort]
-        [--lesions STS_002,lung1] [--patient-sizes 1,10,100] [--cohort-patients 4]
+        [--lesions STS_002,lung1] [--patient-sizes 1,10,100] [--cohort-patients 12]
 
 Sections (all whole processes, timed from outside: start-up, imports and file reading included):
 
@@ -18,8 +18,11 @@ Sections (all whole processes, timed from outside: start-up, imports and file re
   ``radtyper reconstruct --coefficients`` call against a call that refits.
 * ``patient``: one synthetic CT with 1, 10 or 100 small lesions: ``radtyper features`` + ``radtyper heterogeneity``;
   time per lesion and the ratio to one lesion (target: 100 lesions ≤ 110 × one lesion).
-* ``cohort``: ``radtyper cohort extract`` of synthetic patients with 1 and 2 worker processes; throughput ratio
-  (target ≥ 1.6 on 2 free cores), with the machine's own parallel efficiency for comparison.
+* ``cohort``: ``radtyper cohort extract`` of ``--cohort-patients`` synthetic patients (4 lesions each) with 1 and 2
+  worker processes, alternated ``--repeat`` times: wall time, patients/min, CPU seconds of all processes (workers
+  and forkserver included) per patient, the load average before and after each run; the throughput ratio (target
+  ≥ 1.6 on 2 free cores), the CPU-efficiency ratio (CPU s per patient 1 worker / 2 workers, independent of the
+  load) and the machine's own parallel efficiency before and after; the tables of all runs must be identical.
 
 The machine (CPUs, load average before and after each section) and thread settings are printed: on a shared
 machine every figure moves with the load, ratios of alternated runs much less than absolute times.
@@ -328,32 +331,57 @@ def section_patient(args: argparse.Namespace, tmp: Path) -> None:
         print(f"100 lesions cost {per[100] / per[1]:.1f} × one lesion (target ≤ 110)")
 
 
+COHORT_RUNNER = """
+import sys
+from RadTyperLib.cli import main
+rc = main(sys.argv[1:])
+try:  # stop this process's forkserver (if any) and wait for it: its workers' CPU seconds are then counted
+    import multiprocessing.forkserver as fs
+    fs._forkserver._stop()
+except Exception:
+    pass
+sys.exit(rc)
+"""
+
+
 def section_cohort(args: argparse.Namespace, tmp: Path) -> None:
     from benchmark_cohort import build_cohort, cpu_scaling
 
+    n_pat = args.cohort_patients
     print(
-        f"\n== cohort extract: {args.cohort_patients} synthetic patients × 4 lesions, 1 vs 2 workers; {load()}"
+        f"\n== cohort extract: {n_pat} synthetic patients × 4 lesions (radiomics on), 1 vs 2 workers; {load()}"
     )
+    eff_before = cpu_scaling(2)
     print(
-        f"machine's own parallel efficiency with 2 processes (pure-Python loop): {cpu_scaling(2):.2f} (1 = ideal)"
+        f"machine's own parallel efficiency with 2 processes (pure-Python loop): {eff_before:.2f} (1 = ideal)"
     )
-    manifest = build_cohort(tmp / "cohort", args.cohort_patients, 4)
+    manifest = build_cohort(tmp / "cohort", n_pat, 4)
     rates: dict[int, list[float]] = {}
     cpus: dict[int, list[float]] = {}
-    for w in (1, 2, 1, 2)[: 2 * max(1, min(args.repeat, 2))]:
+    tables: dict[int, bytes] = {}
+    for w in (1, 2) * max(1, args.repeat):
         out = tmp / f"cohort_out_w{w}"
         shutil.rmtree(out, ignore_errors=True)
-        wall, _ = run_timed([PY, "-m", "RadTyperLib.cli", "cohort", "extract", str(manifest), "--out", str(out),
+        before = load()
+        wall, _ = run_timed([PY, "-c", COHORT_RUNNER, "cohort", "extract", str(manifest), "--out", str(out),
                              "--workers", str(w)])  # fmt: skip
-        rates.setdefault(w, []).append(60.0 * args.cohort_patients * 4 / wall)
+        rates.setdefault(w, []).append(60.0 * n_pat / wall)
         cpus.setdefault(w, []).append(LAST_CPU[0])
-        print(f"workers={w}: {wall:6.1f} s → {rates[w][-1]:5.1f} lesions/min, {LAST_CPU[0]:.1f} CPU s (all "
-              f"processes); {load()}", flush=True)  # fmt: skip
-    print(f"throughput 2 workers / 1 worker: {statistics.median(rates[2]) / statistics.median(rates[1]):.2f} "
-          "(target ≥ 1.6 with 2 free cores)")  # fmt: skip
-    extra = statistics.median(cpus[2]) / statistics.median(cpus[1])
-    print(f"CPU seconds 2 workers / 1 worker: {extra:.2f} (the parallel overhead: spawned workers import RadTyper "
-          f"and reload patients); with 2 free cores the throughput ratio would be at most {2.0 / extra:.2f}")  # fmt: skip
+        table = (out / "features.csv").read_bytes()
+        if tables.setdefault(w, table) != table or tables.get(1, table) != table:
+            raise RuntimeError("the cohort table differs between runs")
+        print(f"workers={w}: {wall:6.1f} s → {rates[w][-1]:5.2f} patients/min, {LAST_CPU[0]:6.1f} CPU s of all "
+              f"processes = {LAST_CPU[0] / n_pat:.2f} CPU s per patient; before: {before}; after: {load()}",
+              flush=True)  # fmt: skip
+    eff_after = cpu_scaling(2)
+    print("features.csv byte-identical in every run (1 and 2 workers)")
+    throughput = statistics.median(rates[2]) / statistics.median(rates[1])
+    cpu_ratio = statistics.median(cpus[1]) / statistics.median(cpus[2])
+    print(f"throughput 2 workers / 1 worker: {throughput:.2f} (target ≥ 1.6 with 2 free cores); machine's parallel "
+          f"efficiency {eff_before:.2f} before, {eff_after:.2f} after")  # fmt: skip
+    print(f"CPU efficiency (CPU s per patient, 1 worker / 2 workers): {cpu_ratio:.2f} (1 = no parallel overhead; "
+          "independent of the load); on 2 free cores the throughput ratio would be at most "
+          f"{2.0 * min(1.0, cpu_ratio):.2f}")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
         "--lesions", type=lambda s: s.split(","), help="only these real lesions (e.g. STS_002,lung1)"
     )
     ap.add_argument("--patient-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[1, 10, 100])
-    ap.add_argument("--cohort-patients", type=int, default=4)
+    ap.add_argument("--cohort-patients", type=int, default=12)
     ap.add_argument(
         "--tree",
         type=Path,
