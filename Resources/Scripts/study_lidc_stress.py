@@ -12,6 +12,7 @@ and a rerun resumes) is a random sample of the corpus. Written to ``DIR``:
   (``ok`` / ``refused``), ``qc_error`` (the LesionError's reason), the degree used and why it was lowered,
   the fit's condition number, the map's area distortion and convergence, the largest reconstruction error
   (mm) and the mean radius (mm), the largest per-degree energy, whether every feature is finite, seconds;
+* ``features.csv`` — the 293 features of every contour with status ok (for the reader ICC study);
 * ``summary.md`` — counts (contours, refused with each reason, fallback to a lower degree with each reason)
   and the two counts that must be zero: rows whose reconstruction error at any degree exceeds the lesion's
   mean radius, and rows with a non-finite feature. Also the time per contour and the extrapolated total.
@@ -99,6 +100,7 @@ def run_scan(patient: str) -> list[dict]:
             else:
                 feats = np.array([res.features[n] for n in FEATURE_NAMES], float)
                 rec = np.array([res.qc[n] for n in QC_RECON_NAMES], float)
+                row["features"] = dict(zip(FEATURE_NAMES, feats.tolist(), strict=True))
                 row.update(
                     status="ok",
                     qc_error="",
@@ -115,10 +117,6 @@ def run_scan(patient: str) -> list[dict]:
 
 def _init_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        os.nice(10)
-    except OSError:  # pragma: no cover
-        pass
 
 
 def summarise(path: Path, n_total: int, n_scans_done: int, n_scans: int) -> str:
@@ -198,16 +196,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         todo = todo[: max(0, args.limit - len(done))]
     if not args.summary_only and todo:
+        from RadTyperLib.shape import FEATURE_NAMES
+
         new = not table.exists()
-        with table.open("a", newline="") as fh:
+        with table.open("a", newline="") as fh, (args.out / "features.csv").open("a", newline="") as ff:
             w = csv.DictWriter(fh, fieldnames=COLUMNS, extrasaction="ignore")
+            wf = csv.writer(ff)
             if new:
                 w.writeheader()
+                wf.writerow(["annotation_id", "patient", "nodule", "reader", *FEATURE_NAMES])
             t0 = time.time()
             with ProcessPoolExecutor(max_workers=args.jobs, initializer=_init_worker) as ex:
                 for k, rows in enumerate(ex.map(run_scan, todo), start=1):
                     w.writerows(rows)
+                    for r in rows:
+                        if "features" in r:
+                            f = r["features"]
+                            wf.writerow(
+                                [r["annotation_id"], r["patient"], r["nodule"], r["reader"], *f.values()]
+                            )
                     fh.flush()
+                    ff.flush()
                     done.add(todo[k - 1])
                     print(f"{k}/{len(todo)} scans, {time.time() - t0:.0f} s", flush=True)
     n_done = len({p for p in done if p})
