@@ -6,7 +6,7 @@ from Resources/Scripts/study_lidc_stress.py over all 6,859 contours: the silent 
 1e9 mm, exit 0), the smallest contours, the ones with most connected components and the most distorted
 spherical maps. Checks that do not trust the pipeline's own QC: features finite, the reconstruction error at
 every degree ≤ the mean radius, the energies inside their Parseval range ``sqrt(Σ E_l²) ≤ 1.5·sqrt(4π)·r_max/R``
-(recomputed here from the surface), a reduced degree always comes with its reason.
+(recomputed here from the surface), a reduced degree always comes with its reason. About 20 s of CPU.
 """
 
 from __future__ import annotations
@@ -38,7 +38,10 @@ HARD_CASES = {
     3279: "85 voxels, 2 components",
     4853: "72 voxels, 2 components",
     6449: "13 components",
+    5078: "191 voxels; the spherical map keeps 57 inverted triangles (was computed anyway, flagged only)",
 }
+#: Contours that must be refused, with the start of the reason.
+REFUSED = {5875: "too small", 5125: "too small", 5078: "no bijective spherical map"}
 
 
 def _check(name: str, aid: int) -> dict:
@@ -81,5 +84,7 @@ def test_issue_blow_up_is_caught_and_falls_back_to_a_sound_lower_degree() -> Non
 def test_hard_lidc_contours_are_sound_or_refused(aid: int) -> None:
     mask, _ = lidc.annotation_mask(aid)
     out = _check(f"ann{aid}", aid)
-    if "refused" in out:  # only the few-voxel contours may be refused, and with the size reason
-        assert mask.sum() < MIN_VOXELS and "too small" in out["refused"], out
+    assert ("refused" in out) == (aid in REFUSED), out
+    if "refused" in out:
+        assert out["refused"].startswith(REFUSED[aid]), out
+        assert mask.sum() >= MIN_VOXELS or REFUSED[aid] == "too small"
