@@ -77,6 +77,16 @@ def stable_degree(g: np.ndarray, degree: int, max_condition: float = MAX_CONDITI
     return 0, condition(g, 1)
 
 
+def _solve_spd(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Solve ``a x = b`` for a symmetric positive definite ``a`` (Cholesky; LU if that fails)."""
+    from scipy import linalg
+
+    try:
+        return linalg.cho_solve(linalg.cho_factor(a), b)
+    except linalg.LinAlgError:
+        return np.linalg.solve(a, b)
+
+
 def energy_bound(vertices: np.ndarray, weights: np.ndarray, radius: float) -> float:
     """Upper bound of ``sqrt(Σ_{l≥1} E_l²)`` (Parseval, see the module docstring), with slack."""
     w = np.asarray(weights, float)
@@ -127,15 +137,27 @@ def checked_fit(
             into a LesionError).
     """
     y_full = spharm.basis_from_sphere(sphere, degree)
-    g = normal_matrix(y_full, degree, weights)
+    # one normal matrix serves the conditioning check and the solve at every degree (G_L is its leading
+    # block): with cond(G_L) ≤ max_condition the normal equations lose at most log10(max_condition) digits,
+    # and they are cheaper than the SVD least squares they replace (same solution)
+    r = spharm.real_basis(y_full, degree)
+    w = np.asarray(weights, float)
+    rw = r * (w * (4.0 * np.pi / w.sum()))[:, None]
+    g = rw.T @ r
+    rhs = rw.T @ np.asarray(vertices, float)
+    ls, _ = spharm.degree_orders(degree)
     cond_req = condition(g, degree)
     L, cond = stable_degree(g, degree, max_condition)
     reason = "" if L == degree else "conditioning"
     bound = energy_bound(vertices, weights, radius)
     last_problem = f"least-squares system ill-conditioned (cond {cond_req:.3g} > {max_condition:g})"
     while L >= MIN_DEGREE:
-        y = np.ascontiguousarray(y_full[:, : spharm.n_coefficients(L)])
-        coef = spharm.fit(sphere, vertices, L, regularization=regularization, basis_matrix=y, weights=weights)
+        k = spharm.n_coefficients(L)
+        y = np.ascontiguousarray(y_full[:, :k])
+        gk = g[:k, :k]
+        if regularization > 0:  # as spharm.fit: λ·l(l+1) relative to the mean diagonal
+            gk = gk + np.diag(regularization * float(np.mean(np.diag(gk))) * (ls[:k] * (ls[:k] + 1.0)))
+        coef = spharm.complex_from_real(L) @ _solve_spd(gk, rhs[:k])
         errors = spharm.reconstruction_errors(coef, y, vertices, max_degree_errors, weights=weights)
         code, problem = check_fit(coef, errors, radius, bound)
         if not code:
