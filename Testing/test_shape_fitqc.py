@@ -24,15 +24,15 @@ def test_equal_area_quadrature_is_well_conditioned_at_degree_15() -> None:
     assert fitqc.stable_degree(g, 15) == (15, pytest.approx(fitqc.condition(g, 15)))
 
 
-@pytest.mark.parametrize("factor", [1.1, 1.2, 1.3])
+@pytest.mark.parametrize("factor", [1.2, 1.3, 1.5])
 def test_crowded_map_lowers_the_degree_and_the_fit_stays_sound(factor: float) -> None:
     truth = spharm.icosphere(4)[0]
     u = _crowded(truth, factor)  # a map that left part of the sphere empty
     y = spharm.basis_from_sphere(u, 15)
     w = np.ones(len(u))
     g = fitqc.normal_matrix(y, 15, w)
-    assert fitqc.condition(g, 15) > 500  # plain least squares at degree 15 would be ill-posed
-    L, cond = fitqc.stable_degree(g, 15)  # measured: 11, 5, 3
+    assert fitqc.condition(g, 15) > 1e6  # plain least squares at degree 15 would be ill-posed
+    L, cond = fitqc.stable_degree(g, 15)  # measured: 8, 5, 3
     assert 2 <= L < 15 and cond <= fitqc.MAX_CONDITION
     assert fitqc.condition(g, L + 1) > fitqc.MAX_CONDITION  # the largest degree that passes
     v = 5.0 * truth + np.array([1.0, -2.0, 3.0])  # a 5-mm sphere, parameterised by the crowded map
@@ -68,7 +68,7 @@ def test_check_fit_flags_blow_ups_and_non_finite_values() -> None:
 
 def test_no_sound_degree_raises_value_error() -> None:
     truth = spharm.icosphere(3)[0]
-    u = _crowded(truth, 2.0)  # everything on one hemisphere: only degree 1 is well conditioned
+    u = _crowded(truth, 3.0)  # everything within 60° of a pole: only degree 1 is well conditioned
     w = np.ones(len(u))
     with pytest.raises(
         ValueError, match="no sound SPHARM fit at any degree ≥ 2: least-squares system ill-cond"

