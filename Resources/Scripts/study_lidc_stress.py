@@ -147,7 +147,7 @@ def summarise(path: Path, n_total: int, n_scans_done: int, n_scans: int) -> str:
         f"| **non-finite feature** | **{len(nonfinite)}** |",
         f"| largest per-degree energy over all rows | {ok.max_energy.max():.3g} |",
         f"| largest (max recon error / mean radius) | {(ok.max_recon_error_mm / ok.mean_radius_mm).max():.3g} |",
-        f"| spherical maps whose area correction did not converge (kept) | {int((ok.qc_area_converged == 0).sum())} |",
+        f"| area correction stopped at its iteration cap (qc_area_converged = 0) | {int((ok.qc_area_converged == 0).sum())} |",
         "",
         "Refusal reasons (first words):",
         "",
