@@ -85,7 +85,15 @@ MANIFEST_COLUMNS: tuple[str, ...] = (
 REQUIRED_COLUMNS: tuple[str, ...] = ("patient", "image", "lesions")
 MODALITIES: dict[str, str] = {"ct": "CT", "mr": "MR", "mri": "MR", "pet": "PET", "auto": "auto", "": "auto"}
 FAILURE_COLUMNS: tuple[str, ...] = ("patient", "lesion", "reason")
-STRING_COLUMNS: tuple[str, ...] = ("lesion", "site", "patient", "modality", "cancer_type", QC_ERROR)
+STRING_COLUMNS: tuple[str, ...] = (
+    "lesion",
+    "site",
+    "patient",
+    "modality",
+    "cancer_type",
+    QC_ERROR,
+    "qc_degree_reason",
+)
 PATIENTS_DIR = "patients"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]")
 

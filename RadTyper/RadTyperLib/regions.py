@@ -6,8 +6,8 @@ Regions (per lesion), as in the authors' ``python/main.py::margin_3D_histogram``
 * **TIM** — tumour invasive margin: the rest of the tumour (``T & ~TC``).
 * **PM5 / PM10** — parenchymal margin: everything within 5 / 10 mm of the tumour, **the tumour included**,
   restricted to ``parenchyma ∪ tumour``. The paper calls the regions "non-overlapping", but the authors'
-  code includes the tumour in PM; we follow the code (``pure_ring=True`` gives the tumour-free variant, a
-  documented deviation).
+  code includes the tumour in PM; we follow the code (``pure_ring=True`` gives the tumour-free variant that
+  matches the paper's wording: a deviation from the code, not from the paper).
 
 Two geometries (``mode``):
 
@@ -366,8 +366,8 @@ def margin_shells(
 
     ``spacing_xyz`` in mm. ``parenchyma_zyx`` None means no restriction (every voxel counts as parenchyma);
     the automatic fallback needs the image and lives in ``regional_features`` / ``auto_parenchyma``.
-    ``mode`` "2d" (paper) or "3d"; ``pure_ring=True`` removes the tumour from PM5/PM10 (deviation from the
-    paper). Distance transforms run on the bounding box + (10 mm + 2 voxels). See the module docstring.
+    ``mode`` "2d" (paper) or "3d"; ``pure_ring=True`` removes the tumour from PM5/PM10 (the paper's
+    "non-overlapping" wording; a deviation from the authors' code, which includes the tumour). Distance transforms run on the bounding box + (10 mm + 2 voxels). See the module docstring.
 
     Raises:
         LesionError: empty mask. InputError: bad dimensions, shapes or spacing.

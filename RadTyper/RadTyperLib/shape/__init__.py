@@ -8,7 +8,11 @@
 2. bijective spherical parameterisation: conformalised mean-curvature flow, Möbius balancing and an L-BFGS
    area correction run to convergence (strongly regularised for compact lesions; latitude equalisation
    first for tube-like ones), every step guarded against inverted triangles (:mod:`.spheremap`);
-3. least-squares SPHARM expansion to degree 15, weighted by vertex area (:mod:`.spharm`);
+3. least-squares SPHARM expansion to degree 15, weighted by vertex area (:mod:`.spharm`), *checked*
+   (:mod:`.fitqc`): the degree is lowered until the least-squares system is well conditioned and the result
+   passes the reconstruction-error and energy-range checks (``qc_degree_used``, ``qc_degree_reason``,
+   ``qc_fit_condition``); a map with inverted triangles or a lesion with no sound fit at degree ≥ 2 raises
+   :class:`~RadTyperLib.errors.LesionError` — never a number from a failed fit;
 4. FOE alignment (exact parameter rotation + object rotation) and the features (:mod:`.descriptors`).
 
 Deviations from SPHARM-MAT, all documented where they are made: marching cubes on a smoothed field instead
@@ -21,8 +25,9 @@ All lengths are millimetres. The mesh and the coefficients are computed in the i
 (``continuous index × spacing``) and reported in physical LPS coordinates (``origin + D·p``; D orthonormal).
 Lesions with fewer than :data:`MIN_VOXELS` voxels raise :class:`~RadTyperLib.errors.LesionError` (a handful of
 voxels carries no shape); lesions whose mesh is too small for degree 15 (SPHARM-MAT's rule
-``L ≤ floor(sqrt(n_vertices)/2)``) get a reduced degree, reported in ``qc_degree_used`` and
-``qc_degree_reduced``, with the features of the missing degrees set to 0.
+``L ≤ floor(sqrt(n_vertices)/2)``) or whose fit is ill-conditioned get a reduced degree, reported in
+``qc_degree_used``, ``qc_degree_reduced`` and ``qc_degree_reason`` ("vertices", "conditioning",
+"reconstruction error", "energy range"), with the features of the missing degrees set to 0.
 
 Features are parameterisation-dependent (methods.md §2.4): values from this pipeline are self-consistent
 but differ from SPHARM-MAT's CALD numbers; never mix the two in one cohort.
@@ -37,7 +42,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import LesionError
-from . import descriptors, mesh, spharm, spheremap
+from . import descriptors, fitqc, mesh, spharm, spheremap
 from .descriptors import BURDEN_FEATURE_NAMES, FEATURE_GROUPS, SHAPE_FEATURE_NAMES
 
 __all__ = [
@@ -195,17 +200,37 @@ def _compute_shape(
     v, f = surf.vertices, surf.faces
 
     smap = spheremap.spherical_map(v, f)
+    if smap.flips > 0:
+        raise LesionError(
+            lesion,
+            f"no bijective spherical map: {smap.flips} inverted triangle(s) remain on the sphere "
+            f"(area-distortion cost {smap.adc:.3g}); shape features would be meaningless",
+        )
     n_vert = len(v)
-    l_used = int(min(degree, max(1, np.floor(np.sqrt(n_vert) / 2.0))))
+    l_vertices = int(min(degree, max(1, np.floor(np.sqrt(n_vert) / 2.0))))
 
     # area-weighted least squares: a quadrature of the L² fit over the surface, independent of how densely
-    # marching cubes samples each region (that density depends on the surface orientation in the grid)
+    # marching cubes samples each region (that density depends on the surface orientation in the grid);
+    # the degree is lowered until the system is well conditioned and the result passes the checks (fitqc)
     weights = spheremap.vertex_areas(v, f)
-    y = spharm.basis_from_sphere(smap.sphere, l_used)
-    coef_local = spharm.fit(
-        smap.sphere, v, l_used, regularization=regularization, basis_matrix=y, weights=weights
-    )
-    errors = spharm.reconstruction_errors(coef_local, y, v, descriptors.FEATURE_DEGREE, weights=weights)
+    radius = descriptors.mean_radius(v, weights)
+    try:
+        fit, _basis, errors = fitqc.checked_fit(
+            smap.sphere,
+            v,
+            weights,
+            l_vertices,
+            radius,
+            regularization=regularization,
+            max_degree_errors=descriptors.FEATURE_DEGREE,
+        )
+    except ValueError as exc:
+        raise LesionError(lesion, f"{exc} (area-distortion cost {smap.adc:.3g}, {n_vert} vertices)") from None
+    coef_local = fit.coefficients
+    l_used = fit.degree
+    degree_reason = "vertices" if l_vertices < degree else ""
+    if fit.degree < l_vertices:
+        degree_reason = fit.reason
 
     # FOE alignment: rotate the parameter sphere (exact Wigner rotation, equal to refitting on the rotated
     # sphere points) and the object (c ↦ c Rᵀ), centred on the area centroid
@@ -213,7 +238,6 @@ def _compute_shape(
     coef_al = spharm.rotate_parameter(coef_local, align.rotation_parameter) @ align.rotation_object.T
     coef_al[0] -= np.sqrt(4.0 * np.pi) * (align.rotation_object @ align.centre)
 
-    radius = descriptors.mean_radius(v, weights)
     foe_axes = descriptors.foe_semi_axes(coef_local)
     semi_axes = descriptors.moment_semi_axes(clean.mask, spacing)
     features = descriptors.shape_features(coef_al, radius, semi_axes)
@@ -236,6 +260,8 @@ def _compute_shape(
         "qc_touches_border": int(clean.touches_border),
         # supplementary
         "qc_degree_reduced": int(l_used < degree),
+        "qc_degree_reason": degree_reason,
+        "qc_fit_condition": float(fit.condition),
         "qc_foe_semi_axis_1_mm": float(foe_axes[0]),
         "qc_foe_semi_axis_2_mm": float(foe_axes[1]),
         "qc_foe_semi_axis_3_mm": float(foe_axes[2]),
@@ -248,6 +274,7 @@ def _compute_shape(
         "qc_area_distortion_conformal": float(smap.adc_conformal),
         "qc_cmcf_iterations": int(smap.cmcf_iterations),
         "qc_area_iterations": int(smap.area_iterations),
+        "qc_area_converged": int(smap.area_converged),
     }
 
     # physical frame: p_LPS = origin + D p

@@ -123,6 +123,8 @@ class SphereMap:
     adc_conformal: float
     cmcf_iterations: int
     area_iterations: int
+    #: False when the area correction hit AREA_MAX_ITER or made the map worse (then the map before it is kept)
+    area_converged: bool = True
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -665,15 +667,26 @@ def spherical_map(vertices: np.ndarray, faces: np.ndarray, *, reference: bool = 
     if tube and count_flips(u, faces) == 0:
         u, _ = equalise_latitudes(v, faces, u)
     weight = DIRICHLET_WEIGHT_TUBE if tube else DIRICHLET_WEIGHT
+    u_before = u
     # Tube-like lesions keep the plain L-BFGS: with the weak regulariser their energy is nearly flat along a
     # large family of maps, and the preconditioned path ends elsewhere on it (measured: dumbbell per-degree
     # energies up to 70 % apart on near-zero odd degrees) without being faster (216 vs 186 iterations).
     u, n_area = area_correct(v, faces, u, dirichlet_weight=weight, preconditioned=not (reference or tube))
+    adc = area_distortion_cost(v, faces, u)
+    # issue 12: the area correction can stop at its iteration cap with a worse ADC than it started from, e.g.
+    # when the conformal map squeezed triangles to 1e-10 sr (LIDC contour: ADC 4.1 → 33): then the map before
+    # it is kept. (A converged correction may legitimately raise the ADC a little: its energy also weighs
+    # smoothness — LIDC-IDRI-0057_n0 reader 2: 2.21 → 2.38 — and is kept.)
+    adc_before = area_distortion_cost(v, faces, u_before)
+    kept = not (n_area >= AREA_MAX_ITER and adc > adc_before and count_flips(u_before, faces) == 0)
+    if not kept:
+        u, adc = u_before, adc_before
     return SphereMap(
         sphere=u,
         flips=count_flips(u, faces),
-        adc=area_distortion_cost(v, faces, u),
+        adc=adc,
         adc_conformal=adc0,
         cmcf_iterations=n_flow,
         area_iterations=n_area,
+        area_converged=bool(n_area < AREA_MAX_ITER and kept),
     )
