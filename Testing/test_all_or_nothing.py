@@ -157,12 +157,12 @@ def test_report_failing_midway_leaves_no_calibration_figure(tmp_path, capsys, mo
 
     made = []
 
-    def fail(out_dir, **_options):
+    def fail(out_dir, _sections, **_options):
         made.extend(p.name for p in out_dir.iterdir())  # the model's calibration.png is already made
         (out_dir / "index.html").write_text("<html><body>half")
         raise _disk_full(out_dir / "index.html")
 
-    monkeypatch.setattr(report, "write_cohort_report", fail)
+    monkeypatch.setattr(report, "write_html_report", fail)
     out = tmp_path / "report"
     code, err = _run(capsys, "report", "--model", default_model_path(), "--out", out)
     assert code == 2 and "index.html: No space left on device" in _error_line(err)

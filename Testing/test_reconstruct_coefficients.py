@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -69,10 +67,8 @@ def test_saved_coefficients_reconstruct_like_the_fit(tmp_path):
         v1, f1 = back.reconstruct(d)
         np.testing.assert_allclose(v1, v0, atol=1e-9)
         np.testing.assert_array_equal(f1, f0)
-    # a new degree from saved coefficients costs milliseconds (benchmark: < 50 ms for a 50 mm lesion)
-    t0 = time.perf_counter()
-    back.reconstruct(9)
-    assert time.perf_counter() - t0 < 1.0
+    # a new degree from saved coefficients costs milliseconds: measured by benchmark_pipeline.py (< 50 ms for a
+    # 50 mm lesion), not asserted here
     # the cache round trip
     assert cache_lookup(tmp_path / "cache", rec.checksum) is None
     cache_store(tmp_path / "cache", rec)

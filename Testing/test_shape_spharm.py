@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy.special import sph_harm_y
@@ -108,15 +106,16 @@ def test_icosphere_is_closed_outward_genus_zero() -> None:
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0)
 
 
-def test_reconstruction_on_cached_icosphere_is_fast() -> None:
+def test_reconstruction_on_cached_icosphere_matches_the_direct_evaluation() -> None:
+    """The cached icosphere basis and evaluate_at (no basis matrix) give the same surface at every degree
+    (speed is measured by Resources/Scripts/benchmark_pipeline.py, not asserted here)."""
     c = _random_real_surface_coefficients(L)
     y = spharm.icosphere_basis(L, 4)  # first call builds the cache
-    t0 = time.perf_counter()
+    sphere = spharm.icosphere(4)[0]
     for d in range(1, L + 1):
         out = spharm.evaluate(c, y, d)
-    per_call = (time.perf_counter() - t0) / L
+        np.testing.assert_allclose(out, spharm.evaluate_at(c, sphere, d), atol=1e-9)
     assert out.shape == (2562, 3)
-    assert per_call < 0.05, f"{per_call * 1000:.1f} ms per reconstruction"
 
 
 def test_foe_matrix_of_a_linear_surface() -> None:

@@ -32,7 +32,7 @@ FEATURE_PIPELINE_COLUMN = "feature_pipeline"
 #: Version of the shape pipeline (SPHARM surface, spherical map, fit, descriptors). Raise it with every change
 #: that alters the values of the shape or burden features; then rebuild the default subtype model
 #: (``python Resources/Scripts/build_default_model.py``).
-SHAPE_PIPELINE_VERSION = "1"
+SHAPE_PIPELINE_VERSION = "2"
 TRAILING_COLUMNS: tuple[str, ...] = ("patient", "modality", FEATURE_PIPELINE_COLUMN)
 QC_ERROR = "qc_error"
 
