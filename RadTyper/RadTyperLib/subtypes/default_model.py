@@ -32,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..lidc import RATINGS
+
 #: Folder name under ``RadTyperLib/data``.
 DEFAULT_MODEL_DIRNAME = "default_subtype_model"
 #: Version of the shipped default model (raise it whenever the cohort, the features or the settings change).
@@ -251,17 +253,8 @@ def build_synthetic_model(
 
 
 # --- the shipped model: LIDC-IDRI nodules --------------------------------------------------------------------
-RATING_NAMES: tuple[str, ...] = (
-    "subtlety",
-    "internalStructure",
-    "calcification",
-    "sphericity",
-    "margin",
-    "lobulation",
-    "spiculation",
-    "texture",
-    "malignancy",
-)
+#: The LIDC readers' ratings (one definition: :data:`RadTyperLib.lidc.RATINGS`).
+RATING_NAMES: tuple[str, ...] = RATINGS
 
 
 def reader_agreement(pred: Any) -> dict[str, Any]:
