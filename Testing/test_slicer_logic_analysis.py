@@ -128,6 +128,17 @@ def test_patient_table_and_heterogeneity(analysed, tmp_path):
     lines = analysed.logic.heterogeneity_summary(outputs.patient_table)
     assert lines[0].startswith("Maximal tumoral divergence (MTD) ") and "3 lesions" in lines[0]
     assert outputs.summary_lines()[0].startswith("MTD ")
+    # every QC warning of an analysed lesion is listed under the results, as on the command line
+    from RadTyperLib.checks import qc_warnings
+
+    expected = [
+        f"Lesion '{row['lesion']}': {text}"
+        for row in outputs.features.to_dict("records")
+        for text in qc_warnings(row)
+    ]
+    assert expected, "the demo's small phantom lesions have energies at the voxel noise"
+    assert outputs.summary_lines()[-len(expected) :] == expected
+    assert any("shape detail at the voxel noise" in line for line in outputs.summary_lines())
 
 
 def test_recovery_curve_table_and_plot_chart(analysed):

@@ -11,7 +11,7 @@ Decided behaviours (README, "Errors and warnings"):
   it or within :data:`NONFINITE_MARGIN_MM` of it cannot be analysed (per-lesion error, ``qc_error`` with
   ``--keep-going``); every row carries ``qc_image_nonfinite_voxels``;
 * **QC flags** of a computed lesion (touches the image border, clipped margin shell, reduced SPHARM degree,
-  discarded pieces …): a ``radtyper: warning: lesion '…': …`` line on stderr per flag
+  discarded pieces, SPHARM energies at the voxel noise …): a ``radtyper: warning: lesion '…': …`` line on stderr per flag
   (:func:`qc_warnings`), the numeric ``qc_*`` columns in the table, and the flags in the Slicer lesion table.
 """
 
@@ -30,6 +30,13 @@ MAX_LESIONS: int = 1000
 NONFINITE_MARGIN_MM: float = 12.0
 #: A label is nested in another when at least this fraction of its voxels lies in the other's holes.
 NESTED_FRACTION: float = 0.5
+
+#: Warn when at least this many of the 15 per-degree energies are at the voxel noise (more than half: the
+#: lesion's energy profile is then mostly the voxel grid's; ``qc_energy_at_voxel_noise``).
+VOXEL_NOISE_WARN_DEGREES: int = 8
+#: The signal-to-floor ratio behind ``qc_energy_at_voxel_noise`` (RadTyperLib.shape.voxelnoise.SNR_MIN; kept
+#: here as a number so that this module does not import the shape package).
+VOXEL_NOISE_SNR: float = 10.0
 
 _IN_PLANE = np.zeros((3, 3, 3), dtype=bool)
 _IN_PLANE[1] = [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
@@ -161,4 +168,11 @@ def qc_warnings(row: Mapping) -> list[str]:
         out.append("the given parenchyma mask does not surround it: automatic parenchyma used")
     if _flag(row, "qc_empty_tim"):
         out.append("empty invasive-margin shell: regional features are placeholders")
+    n_noise = int(_flag(row, "qc_energy_at_voxel_noise"))
+    if n_noise >= VOXEL_NOISE_WARN_DEGREES:
+        out.append(
+            f"shape detail at the voxel noise: {n_noise} of the 15 SPHARM energies are below "
+            f"{VOXEL_NOISE_SNR:g} × the voxel-noise floor (mean radius {_flag(row, 'qc_radius_voxels'):.0f} "
+            "voxels): they measure the voxel grid as much as the lesion"
+        )
     return out

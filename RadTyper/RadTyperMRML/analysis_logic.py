@@ -139,7 +139,22 @@ class AnalysisOutputs:
             lines.append(self.iith)
         for name, problem in self.errors.items():
             lines.append(f"Lesion '{name}' not analysed: {problem}")
+        lines += self.qc_lines()
         return lines
+
+    def qc_lines(self) -> list[str]:
+        """One line per QC warning of an analysed lesion (the command line's ``radtyper: warning`` lines)."""
+        from RadTyperLib.checks import qc_warnings
+
+        frame = self.features
+        if frame is None or "lesion" not in getattr(frame, "columns", ()):
+            return []
+        out = []
+        for row in frame.to_dict("records"):
+            if str(row.get("qc_error") or "").strip() and str(row.get("qc_error")) != "nan":
+                continue  # listed above as not analysed
+            out += [f"Lesion '{row['lesion']}': {text}" for text in qc_warnings(row)]
+        return out
 
 
 @dataclass

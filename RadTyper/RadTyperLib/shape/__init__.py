@@ -42,7 +42,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import LesionError
-from . import descriptors, fitqc, mesh, spharm, spheremap
+from . import descriptors, fitqc, mesh, spharm, spheremap, voxelnoise
 from .descriptors import BURDEN_FEATURE_NAMES, FEATURE_GROUPS, SHAPE_FEATURE_NAMES
 
 __all__ = [
@@ -275,6 +275,11 @@ def _compute_shape(
         "qc_cmcf_iterations": int(smap.cmcf_iterations),
         "qc_area_iterations": int(smap.area_iterations),
         "qc_area_converged": int(smap.area_converged),
+        # energies that measure the voxel grid as much as the lesion (voxelnoise; issue 12)
+        "qc_radius_voxels": float(radius / np.min(spacing)),
+        "qc_energy_at_voxel_noise": voxelnoise.energies_at_floor(
+            np.array([features[n] for n in descriptors.ENERGY_FEATURE_NAMES]), radius, spacing
+        ),
     }
 
     # physical frame: p_LPS = origin + D p
