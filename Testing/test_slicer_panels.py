@@ -307,14 +307,21 @@ def test_analysis_panel_reads_the_extra_phase_selector_at_compute(panel_env, sce
         panel.ensureRequirements = lambda: True
         panel.applyDisplay = mock.Mock()
         logic.phaseNodes.return_value = {"DCE-post-1": post}
-        logic.compute.return_value.errors = []
+        logic.compute.return_value.errors = {}
+        logic.compute.return_value.qc_lines.return_value = []
         panel.onCompute()
         logic.phaseNodes.assert_called_with(params, [post])
         assert logic.compute.call_args.kwargs["phaseVolumes"] == [post]
-        assert (
-            ui.statusLabel.text
-            == f"Done. (phases: pre = '{scene_nodes.volume.GetName()}' (input), DCE-post-1 = 'DCE post 1')"
-        )
+        done = f"Done. (phases: pre = '{scene_nodes.volume.GetName()}' (input), DCE-post-1 = 'DCE post 1')"
+        assert ui.statusLabel.text == done
+        # QC warnings of analysed lesions and failed lesions: counted on the status line, listed in its tooltip
+        warning = "Lesion 'a': shape detail at the voxel noise: 9 of the 15 SPHARM energies …"
+        logic.compute.return_value.errors = {"b": "too small for shape analysis"}
+        logic.compute.return_value.qc_lines.return_value = [warning]
+        panel.onCompute()
+        failed = "Lesion 'b' not analysed: too small for shape analysis"
+        assert ui.statusLabel.text == f"{done} {failed} 1 QC warning(s): hover here for the list."
+        assert ui.statusLabel.toolTip == f"{failed}\n{warning}"
         # a refused mapping (e.g. two volumes with one phase name): one message, nothing computed
         logic.reset_mock()
         logic.phaseNodes.side_effect = InputError("Phase volumes 'a' and 'b' both get the phase name 'a'")

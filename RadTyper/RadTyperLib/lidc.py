@@ -61,13 +61,22 @@ def load_pylidc() -> types.ModuleType:
     for alias, builtin in (("int", int), ("float", float), ("bool", bool)):
         if alias not in np.__dict__:
             setattr(np, alias, builtin)
-    if importlib.util.find_spec("pkg_resources") is None:
-        folder = os.path.dirname(spec.origin)
-        shim = types.ModuleType("pkg_resources")
-        shim.resource_filename = lambda _package, name: os.path.join(folder, name)  # type: ignore[attr-defined]
-        sys.modules["pkg_resources"] = shim
-    import pylidc
+    if importlib.util.find_spec("pkg_resources") is not None or "pylidc" in sys.modules:
+        import pylidc
 
+        return pylidc
+    # pylidc uses pkg_resources only while it is imported (to locate its database): the stand-in lives in
+    # sys.modules for that import only, so that no other code (pytest's syspath_prepend, namespace-package
+    # fix-ups) ever finds a pkg_resources without the real one's API
+    folder = os.path.dirname(spec.origin)
+    shim = types.ModuleType("pkg_resources")
+    shim.resource_filename = lambda _package, name: os.path.join(folder, name)  # type: ignore[attr-defined]
+    sys.modules["pkg_resources"] = shim
+    try:
+        import pylidc
+    finally:
+        if sys.modules.get("pkg_resources") is shim:
+            del sys.modules["pkg_resources"]
     return pylidc
 
 

@@ -238,12 +238,21 @@ class AnalysisWidget:
         )
 
     def showOutputs(self, outputs) -> None:
-        lines = outputs.summary_lines()
+        errors = [f"Lesion '{name}' not analysed: {problem}" for name, problem in outputs.errors.items()]
+        warnings = outputs.qc_lines()  # the command line's "radtyper: warning: lesion …" lines
+        for line in warnings:
+            logging.warning(line)
         self.ui.statusLabel.text = (
             _("Done.")
             + (" (" + self.phasesText + ")" if self.phasesText else "")
-            + (" " + lines[-1] if outputs.errors else "")
+            + (" " + errors[-1] if errors else "")
+            + (
+                " " + _("{count} QC warning(s): hover here for the list.").format(count=len(warnings))
+                if warnings
+                else ""
+            )
         )
+        self.ui.statusLabel.toolTip = "\n".join(errors + warnings)
         self.applyDisplay(force=True)
         showTables(outputs.lesion_table)
         p = self.parameterNode

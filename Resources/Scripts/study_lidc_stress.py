@@ -8,12 +8,13 @@ through :func:`RadTyperLib.shape.compute_shape` on its nodule's frame. Scans are
 order (``--seed``), so a run stopped early (``--limit`` scans, or interrupted: the table is appended per scan
 and a rerun resumes) is a random sample of the corpus. Written to ``DIR``:
 
-* ``contours.csv`` — one row per contour: ids, voxels, connected components, volume (mm³), status
+* ``contours.csv`` — one row per contour: ids, voxels, connected components, volume (mm³), voxel spacing, status
   (``ok`` / ``refused``), ``qc_error`` (the LesionError's reason), the degree used and why it was lowered,
   the fit's condition number, the map's area distortion and convergence, the largest reconstruction error
   (mm) and the mean radius (mm), the largest per-degree energy, whether every feature is finite, seconds;
 * ``features.csv`` — the 293 features of every contour with status ok (for the reader ICC study);
-* ``summary.md`` — counts (contours, refused with each reason, fallback to a lower degree with each reason)
+* ``summary.md`` — counts (contours, refused with each reason, fallback to a lower degree with each reason,
+  energies at the voxel noise: ``qc_energy_at_voxel_noise``)
   and the two counts that must be zero: rows whose reconstruction error at any degree exceeds the lesion's
   mean radius, and rows with a non-finite feature. Also the time per contour and the extrapolated total.
 
@@ -40,6 +41,7 @@ except ImportError:  # run from a source checkout without installation
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "RadTyper"))
 
 from RadTyperLib import lidc
+from RadTyperLib.checks import VOXEL_NOISE_WARN_DEGREES
 from RadTyperLib.errors import LesionError
 
 COLUMNS = (
@@ -50,6 +52,9 @@ COLUMNS = (
     "voxels",
     "components",
     "volume_mm3",
+    "spacing_x_mm",
+    "spacing_y_mm",
+    "spacing_z_mm",
     "status",
     "qc_error",
     "qc_degree_used",
@@ -59,6 +64,8 @@ COLUMNS = (
     "qc_area_distortion_conformal",
     "qc_area_converged",
     "qc_n_vertices",
+    "qc_radius_voxels",
+    "qc_energy_at_voxel_noise",
     "max_recon_error_mm",
     "mean_radius_mm",
     "max_energy",
@@ -91,6 +98,7 @@ def run_scan(patient: str) -> list[dict]:
                 "voxels": rd.voxels,
                 "components": _components(rd.mask_zyx),
                 "volume_mm3": rd.voxels * vox_mm3,
+                **{f"spacing_{a}_mm": float(v) for a, v in zip("xyz", nod.spacing_xyz, strict=True)},
             }
             t0 = time.perf_counter()
             try:
@@ -148,6 +156,13 @@ def summarise(path: Path, n_total: int, n_scans_done: int, n_scans: int) -> str:
         f"| largest per-degree energy over all rows | {ok.max_energy.max():.3g} |",
         f"| largest (max recon error / mean radius) | {(ok.max_recon_error_mm / ok.mean_radius_mm).max():.3g} |",
         f"| area correction stopped at its iteration cap (qc_area_converged = 0) | {int((ok.qc_area_converged == 0).sum())} |",
+        f"| ≥ {VOXEL_NOISE_WARN_DEGREES} of the 15 energies at the voxel noise (the warning) | "
+        f"{int((ok.qc_energy_at_voxel_noise >= VOXEL_NOISE_WARN_DEGREES).sum())} |",
+        "",
+        "Energies at the voxel noise (qc_energy_at_voxel_noise, contours with features): median "
+        f"{ok.qc_energy_at_voxel_noise.median():.0f} of 15, quartiles {ok.qc_energy_at_voxel_noise.quantile(0.25):.0f}–"
+        f"{ok.qc_energy_at_voxel_noise.quantile(0.75):.0f}; mean radius in voxels median {ok.qc_radius_voxels.median():.1f} "
+        f"(quartiles {ok.qc_radius_voxels.quantile(0.25):.1f}–{ok.qc_radius_voxels.quantile(0.75):.1f}).",
         "",
         "Refusal reasons (first words):",
         "",

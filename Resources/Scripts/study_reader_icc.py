@@ -8,13 +8,16 @@
     # ICC(3,1) per group; --replace: rows (by annotation_id) taken from a second table; A.csv may be the
     # features.csv of study_lidc_stress.py
     python Resources/Scripts/study_reader_icc.py icc --features A.csv [--replace B.csv] [--readers 4]
+        [--contours DIR/contours.csv]
 
 Run ``compute`` once with this branch and once with ``--pipeline OTHER/RadTyper`` (e.g. main's checkout: masks
 read by this checkout, features by the other one's ``compute_shape``) to compare pipelines. ``icc`` keeps the nodules read by exactly ``--readers`` readers
 whose every contour has features (a refused contour drops its nodule), treats readers 1..k as the raters and
 prints ICC(3,1) (two-way mixed, consistency, single rater; :func:`RadTyperLib.stats.icc`) per feature,
 summarised per group: coefficients (255), energies (15), entropies (15), axes (3 ``shape_axis_norm``),
-burden (5), and the 15 per-degree energy ICCs.
+burden (5), and the 15 per-degree energy ICCs; with the voxel spacing of every contour (``compute`` writes
+it, ``--contours`` adds it to a stress-run table) also the ICC of each degree's energy over the nodules whose
+every contour has that energy above 10 × its voxel-noise floor (:mod:`RadTyperLib.shape.voxelnoise`).
 """
 
 from __future__ import annotations
@@ -77,7 +80,10 @@ def compute(args: argparse.Namespace) -> int:
     for key, mask, ref in jobs:
         try:
             res = compute_shape(mask, ref, lesion=str(key["annotation_id"]))
-            rows.append({**key, **{n: res.features[n] for n in FEATURE_NAMES}, "qc_error": ""})
+            spacing = dict(
+                zip(("spacing_x_mm", "spacing_y_mm", "spacing_z_mm"), ref.GetSpacing(), strict=True)
+            )
+            rows.append({**key, **spacing, **{n: res.features[n] for n in FEATURE_NAMES}, "qc_error": ""})
         except LesionError as exc:
             rows.append({**key, "qc_error": exc.problem})
     pd.DataFrame(rows).to_csv(args.out, index=False)
@@ -85,13 +91,8 @@ def compute(args: argparse.Namespace) -> int:
     return 0
 
 
-def icc_table(features, readers: int):
-    """(per-group summary DataFrame, per-degree energy ICCs, number of nodules)."""
-    import pandas as pd
-
-    from RadTyperLib.shape import FEATURE_NAMES
-    from RadTyperLib.stats import icc
-
+def _rated_rows(features, readers: int):
+    """Rows of the nodules read by exactly ``readers`` readers whose every contour has features."""
     d = features.copy()
     if "patient" in d.columns:  # study_lidc_stress.py's features.csv: nodule = index within the patient
         has = d["patient"].notna()
@@ -101,7 +102,17 @@ def icc_table(features, readers: int):
     counts = d.groupby("nodule").reader.nunique()
     keep = counts[counts == readers].index
     d = d[d.nodule.isin(keep)]
-    d = d[d.reader.isin(range(1, readers + 1))]
+    return d[d.reader.isin(range(1, readers + 1))], len(keep)
+
+
+def icc_table(features, readers: int):
+    """(per-group summary DataFrame, per-degree energy ICCs, number of nodules)."""
+    import pandas as pd
+
+    from RadTyperLib.shape import FEATURE_NAMES
+    from RadTyperLib.stats import icc
+
+    d, n_nodules = _rated_rows(features, readers)
     per = {}
     for name in FEATURE_NAMES:
         table = d.pivot_table(index="nodule", columns="reader", values=name)
@@ -120,7 +131,36 @@ def icc_table(features, readers: int):
             }
         )
     energies = per[[n for n in per.index if n.startswith("shape_energy_")]]
-    return pd.DataFrame(rows), energies, len(keep)
+    return pd.DataFrame(rows), energies, n_nodules
+
+
+def resolved_energy_icc(features, readers: int) -> list[tuple[int, int, float]]:
+    """Per degree l: (l, nodules whose every contour has E_l ≥ SNR_MIN × its voxel-noise floor, their ICC).
+
+    Needs ``spacing_x_mm``, ``spacing_y_mm``, ``spacing_z_mm`` per contour (``compute`` writes them;
+    ``--contours`` takes them from study_lidc_stress.py's contours.csv).
+    """
+    from RadTyperLib.shape import voxelnoise
+    from RadTyperLib.shape.descriptors import ENERGY_FEATURE_NAMES
+    from RadTyperLib.stats import icc
+
+    d, _ = _rated_rows(features, readers)
+    sp = d[["spacing_x_mm", "spacing_y_mm", "spacing_z_mm"]].to_numpy(float)
+    e = d[list(ENERGY_FEATURE_NAMES)].to_numpy(float)
+    r = d["burden_mean_radius_mm"].to_numpy(float)
+    floor = np.array([voxelnoise.energy_floor(r[i], sp[i]) for i in range(len(d))])
+    above = e >= voxelnoise.SNR_MIN * floor
+    out = []
+    for k, name in enumerate(ENERGY_FEATURE_NAMES):
+        ok = d.assign(_above=above[:, k]).groupby("nodule")["_above"].all()
+        sel = d[d.nodule.isin(ok[ok].index)]
+        n = int(ok.sum())
+        value = float("nan")
+        if n >= 5:
+            table = sel.pivot_table(index="nodule", columns="reader", values=name)
+            value = float(icc(table.to_numpy(float), "3,1"))
+        out.append((k + 1, n, value))
+    return out
 
 
 def icc_main(args: argparse.Namespace) -> int:
@@ -132,6 +172,12 @@ def icc_main(args: argparse.Namespace) -> int:
         d["annotation_id"] = d["annotation_id"].astype(str)
         rep["annotation_id"] = rep["annotation_id"].astype(str)
         d = pd.concat([d[~d.annotation_id.isin(rep.annotation_id)], rep], ignore_index=True)
+    if args.contours:
+        c = pd.read_csv(args.contours, keep_default_na=False, na_values=[""])
+        cols = ["annotation_id", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm"]
+        d["annotation_id"] = d["annotation_id"].astype(str)
+        c["annotation_id"] = c["annotation_id"].astype(str)
+        d = d.drop(columns=[k for k in cols[1:] if k in d.columns]).merge(c[cols], on="annotation_id")
     summary, energies, n = icc_table(d, args.readers)
     print(
         f"ICC(3,1) across {args.readers} readers, {n} nodules ({args.features}"
@@ -142,6 +188,16 @@ def icc_main(args: argparse.Namespace) -> int:
     for r in summary.itertuples():
         print(f"| {r.group} | {r.n} | {r.median:.3f} | {r.q25:.3f} | {r.q75:.3f} |")
     print("\nper-degree energy ICC (l = 1..15): " + ", ".join(f"{v:.2f}" for v in energies))
+    if {"spacing_x_mm", "spacing_y_mm", "spacing_z_mm"} <= set(d.columns):
+        res = resolved_energy_icc(d, args.readers)
+        print(
+            "\nper-degree energy ICC over the nodules whose every contour has that energy above 10 × its "
+            "voxel-noise floor (l: nodules, ICC; ICC only with ≥ 5 nodules): "
+            + "; ".join(f"{l}: {n}, {v:.2f}" for l, n, v in res)
+        )
+        v = [x for _, _, x in res if np.isfinite(x)]
+        if v:
+            print(f"median over those degrees: {np.median(v):.3f} ({len(v)} degrees)")
     return 0
 
 
@@ -164,6 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         "--replace", type=Path, help="rows (matched by annotation_id) replacing those of --features"
     )
     i.add_argument("--readers", type=int, default=4)
+    i.add_argument(
+        "--contours",
+        type=Path,
+        help="study_lidc_stress.py's contours.csv: voxel spacing per annotation_id (for the voxel-noise split)",
+    )
     args = ap.parse_args(argv)
     return compute(args) if args.cmd == "compute" else icc_main(args)
 
