@@ -42,9 +42,22 @@ HARD_CASES = {
     5078: "191 voxels; the spherical map keeps 57 inverted triangles (was computed anyway, flagged only)",
     4631: "176 voxels, area distortion 3.7: degree lowered by the conditioning (677 at degree 14)",
     5530: "29 voxels, area distortion 5.0: degree lowered by the conditioning (400 at degree 10)",
+    # added from the whole corpus (6,859 contours, Resources/Docs/shape-stress-study.md §2)
+    6088: "5 voxels",
+    4705: "1,833 voxels in 3 components; the spherical map keeps 83 inverted triangles",
+    2673: "70 voxels: degree lowered by the conditioning (581 at degree 14)",
+    5367: "120 voxels, area distortion 4.3: degree 13 by the conditioning; area correction at its cap",
+    4995: "the most distorted map that is kept (area distortion 5.3, 2,397 voxels)",
+    5617: "the most components: 17 (45,329 voxels)",
 }
 #: Contours that must be refused, with the start of the reason.
-REFUSED = {5875: "too small", 5125: "too small", 5078: "no bijective spherical map"}
+REFUSED = {
+    5875: "too small",
+    5125: "too small",
+    6088: "too small",
+    5078: "no bijective spherical map",
+    4705: "no bijective spherical map",
+}
 
 
 def _check(name: str, aid: int) -> dict:

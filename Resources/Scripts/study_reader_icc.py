@@ -96,6 +96,7 @@ def _rated_rows(features, readers: int):
     d = features.copy()
     if "patient" in d.columns:  # study_lidc_stress.py's features.csv: nodule = index within the patient
         has = d["patient"].notna()
+        d["nodule"] = d["nodule"].astype(object)
         d.loc[has, "nodule"] = d.loc[has, "patient"].astype(str) + "_n" + d.loc[has, "nodule"].astype(str)
     if "qc_error" in d.columns:
         d = d[d.qc_error.fillna("").astype(str).str.strip() == ""]
