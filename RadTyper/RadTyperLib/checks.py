@@ -173,6 +173,6 @@ def qc_warnings(row: Mapping) -> list[str]:
         out.append(
             f"shape detail at the voxel noise: {n_noise} of the 15 SPHARM energies are below "
             f"{VOXEL_NOISE_SNR:g} × the voxel-noise floor (mean radius {_flag(row, 'qc_radius_voxels'):.0f} "
-            "voxels): they measure the voxel grid as much as the lesion"
+            "voxels): a sub-voxel shift of the mask moves them by 2–30 %"
         )
     return out

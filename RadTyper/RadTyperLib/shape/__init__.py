@@ -275,7 +275,7 @@ def _compute_shape(
         "qc_cmcf_iterations": int(smap.cmcf_iterations),
         "qc_area_iterations": int(smap.area_iterations),
         "qc_area_converged": int(smap.area_converged),
-        # energies that measure the voxel grid as much as the lesion (voxelnoise; issue 12)
+        # energies within 10 × the voxel-noise floor: a sub-voxel shift moves them by > 2 % (voxelnoise)
         "qc_radius_voxels": float(radius / np.min(spacing)),
         "qc_energy_at_voxel_noise": voxelnoise.energies_at_floor(
             np.array([features[n] for n in descriptors.ENERGY_FEATURE_NAMES]), radius, spacing
