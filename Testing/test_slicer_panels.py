@@ -307,7 +307,7 @@ def test_analysis_panel_reads_the_extra_phase_selector_at_compute(panel_env, sce
         panel.ensureRequirements = lambda: True
         panel.applyDisplay = mock.Mock()
         logic.phaseNodes.return_value = {"DCE-post-1": post}
-        logic.compute.return_value.errors = {}
+        logic.compute.return_value.error_lines.return_value = []
         logic.compute.return_value.qc_lines.return_value = []
         panel.onCompute()
         logic.phaseNodes.assert_called_with(params, [post])
@@ -316,10 +316,10 @@ def test_analysis_panel_reads_the_extra_phase_selector_at_compute(panel_env, sce
         assert ui.statusLabel.text == done
         # QC warnings of analysed lesions and failed lesions: counted on the status line, listed in its tooltip
         warning = "Lesion 'a': shape detail at the voxel noise: 9 of the 15 SPHARM energies …"
-        logic.compute.return_value.errors = {"b": "too small for shape analysis"}
+        failed = "Lesion 'b' not analysed: too small for shape analysis"
+        logic.compute.return_value.error_lines.return_value = [failed]
         logic.compute.return_value.qc_lines.return_value = [warning]
         panel.onCompute()
-        failed = "Lesion 'b' not analysed: too small for shape analysis"
         assert ui.statusLabel.text == f"{done} {failed} 1 QC warning(s): hover here for the list."
         assert ui.statusLabel.toolTip == f"{failed}\n{warning}"
         # a refused mapping (e.g. two volumes with one phase name): one message, nothing computed

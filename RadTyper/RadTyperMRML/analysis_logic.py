@@ -137,10 +137,11 @@ class AnalysisOutputs:
             lines.append(f"Heterogeneity: {h.get('reason') or h.get('status', 'not computed')}")
         if self.iith:
             lines.append(self.iith)
-        for name, problem in self.errors.items():
-            lines.append(f"Lesion '{name}' not analysed: {problem}")
-        lines += self.qc_lines()
-        return lines
+        return lines + self.error_lines() + self.qc_lines()
+
+    def error_lines(self) -> list[str]:
+        """One line per lesion that could not be analysed."""
+        return [f"Lesion '{name}' not analysed: {problem}" for name, problem in self.errors.items()]
 
     def qc_lines(self) -> list[str]:
         """One line per QC warning of an analysed lesion (the command line's ``radtyper: warning`` lines)."""
@@ -151,8 +152,9 @@ class AnalysisOutputs:
             return []
         out = []
         for row in frame.to_dict("records"):
-            if str(row.get("qc_error") or "").strip() and str(row.get("qc_error")) != "nan":
-                continue  # listed above as not analysed
+            error = row.get("qc_error")
+            if isinstance(error, str) and error.strip():
+                continue  # listed by error_lines
             out += [f"Lesion '{row['lesion']}': {text}" for text in qc_warnings(row)]
         return out
 

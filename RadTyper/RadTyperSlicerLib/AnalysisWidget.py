@@ -238,7 +238,7 @@ class AnalysisWidget:
         )
 
     def showOutputs(self, outputs) -> None:
-        errors = [f"Lesion '{name}' not analysed: {problem}" for name, problem in outputs.errors.items()]
+        errors = outputs.error_lines()
         warnings = outputs.qc_lines()  # the command line's "radtyper: warning: lesion …" lines
         for line in warnings:
             logging.warning(line)
