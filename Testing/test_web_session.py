@@ -225,6 +225,8 @@ def test_compute_then_degree_slider_and_shells(tmp_path):
     assert a.subtype.domain  # "domain: not checked" unless the model reports in_domain
     assert any("MTD" in line for line in a.heterogeneity_lines)
     assert a.recovery and a.recovery[-1]["ath_mean"] == pytest.approx(100.0)
+    # the QC warnings of the command line, one line per warning (the demo's small lesions: voxel noise)
+    assert any(line.startswith("Lesion 'liver_1': shape detail at the voxel noise") for line in a.qc_lines)
     session.select("liver_1")
     node = session.reconstruction_node()
     assert session.max_degree() == 15
@@ -266,6 +268,7 @@ def test_compute_then_degree_slider_and_shells(tmp_path):
     assert other.analysis.subtype.subtype == a.subtype.subtype
     assert other.analysis.subtype.probabilities == pytest.approx(a.subtype.probabilities, abs=1e-6)
     assert any("MTD" in line for line in other.analysis.heterogeneity_lines)
+    assert other.analysis.qc_lines == a.qc_lines  # the same warnings from the file's QC columns
     # cancel: nothing left behind
     job = session.start_compute(radiomics=False)
     assert session.cancel_compute() and job.state == "cancelled" and not job.work_dir.exists()

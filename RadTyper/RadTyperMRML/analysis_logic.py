@@ -145,18 +145,22 @@ class AnalysisOutputs:
 
     def qc_lines(self) -> list[str]:
         """One line per QC warning of an analysed lesion (the command line's ``radtyper: warning`` lines)."""
-        from RadTyperLib.checks import qc_warnings
+        return qc_lines(self.features)
 
-        frame = self.features
-        if frame is None or "lesion" not in getattr(frame, "columns", ()):
-            return []
-        out = []
-        for row in frame.to_dict("records"):
-            error = row.get("qc_error")
-            if isinstance(error, str) and error.strip():
-                continue  # listed by error_lines
-            out += [f"Lesion '{row['lesion']}': {text}" for text in qc_warnings(row)]
-        return out
+
+def qc_lines(features: Any) -> list[str]:
+    """``Lesion '<name>': <warning>`` for every QC warning of the analysed rows of a lesion feature table."""
+    from RadTyperLib.checks import qc_warnings
+
+    if features is None or "lesion" not in getattr(features, "columns", ()):
+        return []
+    out = []
+    for row in features.to_dict("records"):
+        error = row.get("qc_error")
+        if isinstance(error, str) and error.strip():
+            continue  # not analysed: listed by AnalysisOutputs.error_lines
+        out += [f"Lesion '{row['lesion']}': {text}" for text in qc_warnings(row)]
+    return out
 
 
 @dataclass

@@ -116,6 +116,7 @@ class RadTyperViewApp:
         for shell in SHELLS:
             s[f"rt_shell_{shell}"] = self.session.shells[shell]
         s.rt_heterogeneity = []
+        s.rt_qc = []
         s.rt_recovery_svg = ""
         s.rt_subtype = None
         s.rt_subtype_error = ""
@@ -410,6 +411,9 @@ class RadTyperViewApp:
                 id="rt-heterogeneity",
             )
             html.Div(v_html=("rt_recovery_svg",), classes="my-1", id="rt-recovery")
+            with html.Div(v_if="rt_qc.length", id="rt-qc"):
+                html.Div("Quality control", classes="text-subtitle-2")
+                html.Div("{{ line }}", v_for="line in rt_qc", key="line", classes="text-warning text-body-2")
             v.VDivider(classes="my-2")
             html.Div("Imaging subtype", classes="text-subtitle-2")
             html.Div("{{ rt_subtype_error }}", v_if="rt_subtype_error", classes="text-error text-body-2")
@@ -764,6 +768,7 @@ class RadTyperViewApp:
         s = self.state
         a = self.session.analysis
         s.rt_heterogeneity = list(a.heterogeneity_lines)
+        s.rt_qc = list(a.qc_lines)
         s.rt_recovery_svg = recovery_svg(a.recovery)
         s.rt_subtype = (
             {

@@ -170,6 +170,7 @@ class AnalysisView:
     subtype: SubtypeView | None = None
     subtype_error: str = ""
     errors: dict[str, str] = field(default_factory=dict)
+    qc_lines: list[str] = field(default_factory=list)  # lesions not analysed, then QC warnings, one line each
     source: str = ""  # "computed" or "features file"
 
 
@@ -451,7 +452,11 @@ class ViewerSession:
 
     def _load_results(self, result_dir: Path) -> None:
         outputs = self.analysis_logic.load_results(result_dir, self.volume, self.segmentation)
-        view = AnalysisView(errors=dict(outputs.errors), source="computed")
+        view = AnalysisView(
+            errors=dict(outputs.errors),
+            qc_lines=outputs.error_lines() + outputs.qc_lines(),
+            source="computed",
+        )
         view.heterogeneity_lines = self.analysis_logic.heterogeneity_summary(outputs.patient_table)
         view.recovery = _recovery_points(outputs.heterogeneity.get("recovery_curve") or [])
         try:
@@ -467,9 +472,10 @@ class ViewerSession:
     def analyse_features(self, features: Any) -> AnalysisView:
         """Heterogeneity and subtype from a feature table (``--features`` or the cohort's rows)."""
         from RadTyperLib.heterogeneity.report import heterogeneity_report
+        from RadTyperMRML.analysis_logic import qc_lines
         from RadTyperMRML.bridge import dataframe_to_table
 
-        view = AnalysisView(source="features file")
+        view = AnalysisView(source="features file", qc_lines=qc_lines(features))
         ok = features
         if "qc_error" in features.columns:
             ok = features[features["qc_error"].fillna("").astype(str).str.strip() == ""]
