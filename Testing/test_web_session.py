@@ -59,6 +59,27 @@ def test_demo_lesion_table(demo_session):
     assert "disconnected" in next(r for r in rows if r["name"] == "lung_2")["flags"]
 
 
+def test_features_file_lists_failed_lesions_and_qc_warnings(demo_session):
+    """A features file with a ``--keep-going`` failed row: the failure and the QC warnings are both listed."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [
+            {"lesion": "a", "qc_error": "", "qc_energy_at_voxel_noise": 14, "qc_radius_voxels": 4.4},
+            {
+                "lesion": "b",
+                "qc_error": "too small for shape analysis: 3 voxel(s)",
+                "qc_energy_at_voxel_noise": 0,
+            },
+        ]
+    )
+    view = demo_session.analyse_features(frame)
+    assert view.errors == {"b": "too small for shape analysis: 3 voxel(s)"}
+    assert view.qc_lines[0] == "Lesion 'b' not analysed: too small for shape analysis: 3 voxel(s)"
+    assert len(view.qc_lines) == 2
+    assert view.qc_lines[1].startswith("Lesion 'a': shape detail at the voxel noise: 14 of the 15")
+
+
 def test_jump_moves_every_slice_view_to_the_lesion(demo_session):
     scene = demo_session.scene
     for tag in ("Red", "Green", "Yellow"):

@@ -141,11 +141,27 @@ class AnalysisOutputs:
 
     def error_lines(self) -> list[str]:
         """One line per lesion that could not be analysed."""
-        return [f"Lesion '{name}' not analysed: {problem}" for name, problem in self.errors.items()]
+        return error_lines(self.errors)
 
     def qc_lines(self) -> list[str]:
         """One line per QC warning of an analysed lesion (the command line's ``radtyper: warning`` lines)."""
         return qc_lines(self.features)
+
+
+def error_lines(errors: dict[str, str]) -> list[str]:
+    """``Lesion '<name>' not analysed: <problem>`` for every lesion → problem of ``errors``."""
+    return [f"Lesion '{name}' not analysed: {problem}" for name, problem in errors.items()]
+
+
+def failed_lesions(features: Any) -> dict[str, str]:
+    """Lesion → ``qc_error`` of the rows of a lesion feature table that were not analysed (``--keep-going``)."""
+    if features is None or not {"lesion", "qc_error"} <= set(getattr(features, "columns", ())):
+        return {}
+    return {
+        str(row["lesion"]): row["qc_error"].strip()
+        for row in features[["lesion", "qc_error"]].to_dict("records")
+        if isinstance(row["qc_error"], str) and row["qc_error"].strip()
+    }
 
 
 def qc_lines(features: Any) -> list[str]:
@@ -154,12 +170,11 @@ def qc_lines(features: Any) -> list[str]:
 
     if features is None or "lesion" not in getattr(features, "columns", ()):
         return []
+    failed = failed_lesions(features)  # listed by error_lines
     out = []
     for row in features.to_dict("records"):
-        error = row.get("qc_error")
-        if isinstance(error, str) and error.strip():
-            continue  # not analysed: listed by AnalysisOutputs.error_lines
-        out += [f"Lesion '{row['lesion']}': {text}" for text in qc_warnings(row)]
+        if str(row["lesion"]) not in failed:
+            out += [f"Lesion '{row['lesion']}': {text}" for text in qc_warnings(row)]
     return out
 
 

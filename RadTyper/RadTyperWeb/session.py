@@ -472,10 +472,13 @@ class ViewerSession:
     def analyse_features(self, features: Any) -> AnalysisView:
         """Heterogeneity and subtype from a feature table (``--features`` or the cohort's rows)."""
         from RadTyperLib.heterogeneity.report import heterogeneity_report
-        from RadTyperMRML.analysis_logic import qc_lines
+        from RadTyperMRML.analysis_logic import error_lines, failed_lesions, qc_lines
         from RadTyperMRML.bridge import dataframe_to_table
 
-        view = AnalysisView(source="features file", qc_lines=qc_lines(features))
+        failed = failed_lesions(features)
+        view = AnalysisView(
+            source="features file", errors=failed, qc_lines=error_lines(failed) + qc_lines(features)
+        )
         ok = features
         if "qc_error" in features.columns:
             ok = features[features["qc_error"].fillna("").astype(str).str.strip() == ""]
