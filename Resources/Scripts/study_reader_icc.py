@@ -34,6 +34,8 @@ except ImportError:  # run from a source checkout without installation
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "RadTyper"))
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+#: Voxel spacing columns per contour (as study_lidc_stress.py's contours.csv).
+SPACING = ("spacing_x_mm", "spacing_y_mm", "spacing_z_mm")
 GROUPS = {
     "coefficients": "shape_coef_",
     "energies": "shape_energy_",
@@ -80,9 +82,7 @@ def compute(args: argparse.Namespace) -> int:
     for key, mask, ref in jobs:
         try:
             res = compute_shape(mask, ref, lesion=str(key["annotation_id"]))
-            spacing = dict(
-                zip(("spacing_x_mm", "spacing_y_mm", "spacing_z_mm"), ref.GetSpacing(), strict=True)
-            )
+            spacing = dict(zip(SPACING, ref.GetSpacing(), strict=True))
             rows.append({**key, **spacing, **{n: res.features[n] for n in FEATURE_NAMES}, "qc_error": ""})
         except LesionError as exc:
             rows.append({**key, "qc_error": exc.problem})
@@ -146,7 +146,7 @@ def resolved_energy_icc(features, readers: int) -> list[tuple[int, int, float]]:
     from RadTyperLib.stats import icc
 
     d, _ = _rated_rows(features, readers)
-    sp = d[["spacing_x_mm", "spacing_y_mm", "spacing_z_mm"]].to_numpy(float)
+    sp = d[list(SPACING)].to_numpy(float)
     e = d[list(ENERGY_FEATURE_NAMES)].to_numpy(float)
     r = d["burden_mean_radius_mm"].to_numpy(float)
     floor = np.array([voxelnoise.energy_floor(r[i], sp[i]) for i in range(len(d))])
@@ -175,7 +175,7 @@ def icc_main(args: argparse.Namespace) -> int:
         d = pd.concat([d[~d.annotation_id.isin(rep.annotation_id)], rep], ignore_index=True)
     if args.contours:
         c = pd.read_csv(args.contours, keep_default_na=False, na_values=[""])
-        cols = ["annotation_id", "spacing_x_mm", "spacing_y_mm", "spacing_z_mm"]
+        cols = ["annotation_id", *SPACING]
         d["annotation_id"] = d["annotation_id"].astype(str)
         c["annotation_id"] = c["annotation_id"].astype(str)
         d = d.drop(columns=[k for k in cols[1:] if k in d.columns]).merge(c[cols], on="annotation_id")
@@ -189,7 +189,7 @@ def icc_main(args: argparse.Namespace) -> int:
     for r in summary.itertuples():
         print(f"| {r.group} | {r.n} | {r.median:.3f} | {r.q25:.3f} | {r.q75:.3f} |")
     print("\nper-degree energy ICC (l = 1..15): " + ", ".join(f"{v:.2f}" for v in energies))
-    if {"spacing_x_mm", "spacing_y_mm", "spacing_z_mm"} <= set(d.columns):
+    if set(SPACING) <= set(d.columns):
         res = resolved_energy_icc(d, args.readers)
         print(
             "\nper-degree energy ICC over the nodules whose every contour has that energy above 10 × its "
